@@ -1,0 +1,177 @@
+"""Frechet (and kernel) distances of image sets through torch-fidelity, offline only.
+
+Two feature spaces:
+
+- ``"inception-v3-compat"``: torch-fidelity's TF-compatible Inception-v3 (pool3, 2048-d), i.e.
+  the standard FID. Its weights must be a local file (``inception_weights_path``); nothing is
+  ever downloaded.
+- ``"featurenet"``: the embedding of a :class:`~sdfm.metrics.feature_net.FeatureNet` trained on
+  the dataset (``feature_net_path``), for small image sets where Inception is meaningless.
+
+The number returned under ``"fd"`` is the same formula in either space, so the CALLER names the
+metric by its feature space: ``fid`` for Inception, e.g. ``fd_digits`` / ``fd_<dataset>`` for a
+FeatureNet. Never mix the two in one column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from torch import Tensor
+from torch.utils.data import Dataset
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from sdfm.metrics.feature_net import load_feature_net
+
+__all__ = ["frechet_distance", "to_uint8_rgb", "FeatureNetExtractor", "FEATURENET_EXTRACTOR"]
+
+FEATURENET_EXTRACTOR = "sdfm-featurenet"
+_INCEPTION = "inception-v3-compat"
+_EXTRACTORS = {"inception-v3-compat": _INCEPTION, "featurenet": FEATURENET_EXTRACTOR}
+
+
+def to_uint8_rgb(images: Tensor) -> Tensor:
+    """Map float images in [-1, 1], (B, 1 or 3, H, W), to uint8 (B, 3, H, W): round((x + 1) 127.5)."""
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (B, 1 or 3, H, W), got {tuple(images.shape)}")
+    u8 = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return u8.expand(-1, 3, -1, -1).contiguous() if u8.shape[1] == 1 else u8
+
+
+class _Uint8Images(Dataset):
+    """A Dataset over a (B, 3, H, W) uint8 tensor, the input type torch-fidelity expects."""
+
+    def __init__(self, images: Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.images[index]
+
+
+class FeatureNetExtractor(FeatureExtractorBase):
+    """torch-fidelity extractor wrapping a saved FeatureNet.
+
+    torch-fidelity passes every ``calculate_metrics`` kwarg to the constructor; the FeatureNet
+    file travels in ``feature_extractor_weights_path``. Input: uint8 (B, 3, H, W); it is mapped
+    back to [-1, 1] (x / 127.5 - 1) and, for a one-channel net, averaged over the (repeated)
+    channels. Features: ``"embedding"`` (``net.features``, used for FID/KID/PRC) and ``"logits"``.
+    """
+
+    def __init__(self, name: str, features_list, feature_extractor_weights_path: str | None = None, **kwargs):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise ValueError(f"feature extractor {name!r} needs feature_extractor_weights_path (a FeatureNet file)")
+        self.net = load_feature_net(feature_extractor_weights_path)
+
+    @staticmethod
+    def get_provided_features_list():
+        return "embedding", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits", "fid": "embedding", "kid": "embedding", "prc": "embedding"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 28, 28, dtype=torch.uint8)
+
+    def forward(self, x: Tensor):
+        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected uint8 (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
+        x = x.float() / 127.5 - 1.0
+        if self.net.config.in_channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+        embedding = self.net.features(x)
+        out = {"embedding": embedding, "logits": self.net.head(F.silu(embedding))}
+        return tuple(out[name].float() for name in self.features_list)
+
+
+if FEATURENET_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+    torch_fidelity.register_feature_extractor(FEATURENET_EXTRACTOR, FeatureNetExtractor)
+
+
+def _weights_file(path: str | Path | None, what: str, argument: str) -> str:
+    if path is None:
+        raise ValueError(f"frechet_distance with {what} needs {argument} (a local file); nothing is downloaded")
+    if not Path(path).is_file():
+        raise ValueError(f"{argument} for {what} does not exist: {path}")
+    return str(path)
+
+
+def frechet_distance(
+    generated: Tensor,
+    reference: Tensor,
+    *,
+    feature_extractor: str = "inception-v3-compat",
+    feature_net_path: str | Path | None = None,
+    inception_weights_path: str | Path | None = None,
+    batch_size: int = 64,
+    kid: bool = False,
+    cuda: bool | None = None,
+) -> dict[str, float]:
+    """Frechet distance (and optionally KID) between two image sets via torch-fidelity.
+
+    Images are quantised to uint8 RGB (grey repeated to 3 channels) and handed to
+    ``torch_fidelity.calculate_metrics`` as Datasets, with ``save_cpu_ram=True`` and caching off.
+    FD is ``|mu_g - mu_r|^2 + tr(S_g) + tr(S_r) - 2 tr((S_g S_r)^(1/2))`` on the features; KID
+    is the unbiased squared MMD with the cubic polynomial kernel, averaged over 100 subsets of
+    ``min(1000, n_generated, n_reference)`` images.
+
+    Args:
+        generated: (B, 1 or 3, H, W) float images in [-1, 1].
+        reference: (B', 1 or 3, H, W) float images in [-1, 1].
+        feature_extractor: ``"inception-v3-compat"`` (FID) or ``"featurenet"``.
+        feature_net_path: FeatureNet file from ``save_feature_net`` (for ``"featurenet"``).
+        inception_weights_path: local copy of torch-fidelity's
+            ``weights-inception-2015-12-05-6726825d.pth`` (for Inception; required).
+        batch_size: images per feature-extraction batch.
+        kid: also compute KID.
+        cuda: run the extractor on CUDA (default: when available).
+
+    Returns:
+        ``{"fd": ...}`` plus ``"kid"`` when ``kid=True``. The caller names the metric by feature
+        space (``fid`` for Inception, ``fd_<dataset>`` for a FeatureNet).
+
+    Raises:
+        ValueError: unknown extractor, or a missing weights file (named in the message).
+    """
+    if feature_extractor not in _EXTRACTORS:
+        raise ValueError(f"feature_extractor must be one of {sorted(_EXTRACTORS)}, got {feature_extractor!r}")
+    if feature_extractor == "featurenet":
+        weights = _weights_file(feature_net_path, "feature_extractor='featurenet'", "feature_net_path")
+    else:
+        weights = _weights_file(inception_weights_path, f"feature_extractor={_INCEPTION!r}", "inception_weights_path")
+    gen_u8, ref_u8 = to_uint8_rgb(generated), to_uint8_rgb(reference)
+    if len(gen_u8) < 2 or len(ref_u8) < 2:
+        raise ValueError("both image sets need at least 2 images")
+    options = dict(
+        input1=_Uint8Images(gen_u8),
+        input2=_Uint8Images(ref_u8),
+        fid=True,
+        kid=kid,
+        feature_extractor=_EXTRACTORS[feature_extractor],
+        feature_extractor_weights_path=weights,
+        cuda=torch.cuda.is_available() if cuda is None else cuda,
+        batch_size=batch_size,
+        save_cpu_ram=True,
+        cache=False,
+        verbose=False,
+    )
+    if kid:
+        options["kid_subset_size"] = min(1000, len(gen_u8), len(ref_u8))
+    metrics = torch_fidelity.calculate_metrics(**options)
+    out = {"fd": float(metrics[torch_fidelity.KEY_METRIC_FID])}
+    if kid:
+        out["kid"] = float(metrics[torch_fidelity.KEY_METRIC_KID_MEAN])
+    return out

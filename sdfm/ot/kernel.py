@@ -1,0 +1,167 @@
+"""Memory-bounded semidiscrete kernel: reductions over N data points without a B x N matrix.
+
+Every quantity the solver and the couplings need is a reduction of the score matrix
+
+    s_ij = <x_i, y_j> + g_j   (+ eps * log b_j when eps > 0),
+
+computed as one matmul of the queries ``[x_i, 1]`` against the keys ``[y_j, h_j]`` where the
+last key column ``h`` carries the potential (and the log-weights). The matrix is never
+materialised: queries are processed in row blocks of at most ``block_elems // N`` rows, so
+peak memory is O(N d + block_elems) whatever the batch size B.
+
+* eps = 0: ``value_i = max_j s_ij`` (so ``f_0(x_i) = -value_i``), ``index_i = argmax_j s_ij``,
+  and the hard counts ``mass_j = #{i : index_i = j}``.
+* eps > 0: ``value_i = eps * logsumexp_j (s_ij / eps)`` (so ``f_eps(x_i) = -value_i``), and the
+  soft counts ``mass_j = sum_i pi_j(x_i)``, ``mass_sq_j = sum_i pi_j(x_i)^2`` needed by the
+  unbiased chi^2 estimator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DEFAULT_BLOCK_ELEMS",
+    "Reduction",
+    "augment_queries",
+    "augment_keys",
+    "row_blocks",
+    "reduce_scores",
+    "sample_assignment",
+]
+
+#: Largest number of score entries held at once (2^26 float32 = 256 MiB).
+DEFAULT_BLOCK_ELEMS = 1 << 26
+
+
+@dataclass
+class Reduction:
+    """Row and column reductions of the score matrix for one batch of queries.
+
+    Attributes:
+        value: (B,) ``max_j s_ij`` at eps = 0, ``eps logsumexp_j s_ij / eps`` at eps > 0.
+        index: (B,) the argmax at eps = 0, ``None`` otherwise.
+        mass: (N,) float64 column sums of the coupling rows pi(x_i) (counts at eps = 0).
+        mass_sq: (N,) float64 column sums of pi(x_i)^2 (equal to ``mass`` at eps = 0).
+        margin: (B,) gap between the best and second best score at eps = 0, else ``None``.
+    """
+
+    value: Tensor
+    index: Tensor | None
+    mass: Tensor | None
+    mass_sq: Tensor | None
+    margin: Tensor | None = None
+
+
+def augment_queries(x: Tensor) -> Tensor:
+    """Return ``[x, 1]`` so that one matmul against :func:`augment_keys` adds the potential."""
+    return torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)
+
+
+def augment_keys(y: Tensor, g: Tensor, epsilon: float = 0.0, log_weights: Tensor | None = None) -> Tensor:
+    """Return the keys ``[y_j, g_j + eps log b_j]`` of the maximum inner product search."""
+    shift = g.to(y.dtype)
+    if epsilon > 0 and log_weights is not None:
+        shift = shift + epsilon * log_weights.to(y.dtype)
+    return torch.cat([y, shift[:, None]], dim=1)
+
+
+def row_blocks(n_rows: int, n_keys: int, block_elems: int = DEFAULT_BLOCK_ELEMS):
+    """Yield slices of at most ``max(1, block_elems // n_keys)`` query rows."""
+    step = max(1, block_elems // max(1, n_keys))
+    for start in range(0, n_rows, step):
+        yield slice(start, min(start + step, n_rows))
+
+
+def reduce_scores(
+    queries: Tensor,
+    keys: Tensor,
+    epsilon: float = 0.0,
+    *,
+    need_mass: bool = True,
+    need_margin: bool = False,
+    block_elems: int = DEFAULT_BLOCK_ELEMS,
+) -> Reduction:
+    """Reduce the scores ``queries @ keys.T`` block by block.
+
+    Args:
+        queries: (B, d + 1) augmented queries ``[x, 1]``.
+        keys: (N, d + 1) augmented keys ``[y, g (+ eps log b)]``.
+        epsilon: entropic regularisation, absolute, in units of the cost -<x, y>.
+        need_mass: also accumulate the column sums of the coupling (and of its square).
+        need_margin: at eps = 0, also return the top-1 minus top-2 score gap per query.
+        block_elems: largest number of scores held at once.
+
+    Returns:
+        A :class:`Reduction`.
+    """
+    n_keys = keys.shape[0]
+    values, indices, margins = [], [], []
+    mass = torch.zeros(n_keys, dtype=torch.float64, device=keys.device) if need_mass else None
+    mass_sq = torch.zeros_like(mass) if (need_mass and epsilon > 0) else None
+    for rows in row_blocks(queries.shape[0], n_keys, block_elems):
+        scores = queries[rows] @ keys.T
+        if epsilon == 0:
+            if need_margin and n_keys > 1:
+                top = scores.topk(2, dim=1)
+                best, idx = top.values[:, 0], top.indices[:, 0]
+                margins.append(top.values[:, 0] - top.values[:, 1])
+            else:
+                best, idx = scores.max(dim=1)
+            values.append(best)
+            indices.append(idx)
+            if need_mass:
+                mass += torch.bincount(idx, minlength=n_keys).to(torch.float64)
+        else:
+            scores.div_(epsilon)
+            lse = torch.logsumexp(scores, dim=1)
+            values.append(epsilon * lse)
+            if need_mass:
+                probs = scores.sub_(lse[:, None]).exp_()
+                mass += probs.sum(dim=0, dtype=torch.float64)
+                mass_sq += probs.square_().sum(dim=0, dtype=torch.float64)
+    return Reduction(
+        value=torch.cat(values),
+        index=torch.cat(indices) if epsilon == 0 else None,
+        mass=mass,
+        mass_sq=mass if (need_mass and epsilon == 0) else mass_sq,
+        margin=torch.cat(margins) if margins else None,
+    )
+
+
+def sample_assignment(
+    queries: Tensor,
+    keys: Tensor,
+    epsilon: float,
+    *,
+    generator: torch.Generator | None = None,
+    top_k: int | None = None,
+    block_elems: int = DEFAULT_BLOCK_ELEMS,
+) -> Tensor:
+    """Draw ``j ~ pi(x_i)`` for each query; the argmax when eps = 0.
+
+    At eps > 0 the draw is exact over all N by the Gumbel-max trick,
+    ``j = argmax_j s_ij / eps + G_ij`` with ``G_ij`` i.i.d. standard Gumbel, taken block by
+    block. With ``top_k`` the draw is restricted to the k best scores of each row (a
+    categorical over the renormalised top-k softmax), the approximation of OTT's dataloader.
+    """
+    chosen = []
+    for rows in row_blocks(queries.shape[0], keys.shape[0], block_elems):
+        scores = queries[rows] @ keys.T
+        if epsilon == 0:
+            chosen.append(scores.argmax(dim=1))
+            continue
+        scores.div_(epsilon)
+        if top_k is not None and top_k < keys.shape[0]:
+            best = scores.topk(top_k, dim=1)
+            probs = torch.softmax(best.values, dim=1)
+            pick = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            chosen.append(best.indices.gather(1, pick[:, None]).squeeze(1))
+        else:
+            uniform = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=scores.dtype)
+            gumbel = uniform.clamp_(min=torch.finfo(scores.dtype).tiny).log_().neg_().log_().neg_()
+            chosen.append((scores + gumbel).argmax(dim=1))
+    return torch.cat(chosen)

@@ -1,0 +1,137 @@
+"""The fitted semidiscrete dual potential and its derived views (assignment, marginal, chi^2)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from sdfm.io import atomic_torch_save
+from sdfm.ot.chi2 import chi2_unbiased
+from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, augment_keys, augment_queries, reduce_scores, sample_assignment
+
+__all__ = ["SemidiscretePotential", "data_fingerprint"]
+
+
+def data_fingerprint(y: Tensor) -> str:
+    """Content hash of the target points, stored with a potential to refuse a wrong data set."""
+    array = y.detach().to("cpu", torch.float32).contiguous().numpy()
+    digest = hashlib.sha256(str(array.shape).encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class SemidiscretePotential:
+    """Dual potential g of the semidiscrete OT problem from N(0, I_d) to ``sum_j b_j delta_{y_j}``.
+
+    The cost is ``c(x, y) = -<x, y>``. The coupling is
+    ``pi_j(x) = softmax_j((<x, y_j> + g_j) / eps + log b_j)``, the one-hot argmax at eps = 0,
+    i.e. a maximum inner product search of ``[x, 1]`` against ``[y_j, g_j]``. The squared
+    Euclidean potentials ``1/2 |x - y|^2`` of the same coupling are ``g_j + |y_j|^2 / 2``
+    (see :meth:`squared_euclidean_g`).
+
+    Attributes:
+        y: (N, d) target points.
+        g: (N,) potential (the averaged iterate of the solver).
+        epsilon: absolute regularisation, in units of the cost.
+        weights: (N,) target weights b (uniform when built with ``None``).
+        history: convergence curve, ``{"step": [...], "chi2": [...]}``, and solver metadata.
+        block_elems: largest score block held in memory by the kernel.
+    """
+
+    y: Tensor
+    g: Tensor
+    epsilon: float = 0.0
+    weights: Tensor | None = None
+    history: dict = field(default_factory=dict)
+    block_elems: int = DEFAULT_BLOCK_ELEMS
+
+    def __post_init__(self) -> None:
+        if self.weights is None:
+            n = self.y.shape[0]
+            self.weights = torch.full((n,), 1.0 / n, dtype=torch.float64, device=self.y.device)
+        self._keys: Tensor | None = None
+
+    @property
+    def n_points(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.y.shape[1]
+
+    @property
+    def keys(self) -> Tensor:
+        """The MIPS keys ``[y_j, g_j + eps log b_j]`` (cached)."""
+        if self._keys is None:
+            self._keys = augment_keys(self.y, self.g, self.epsilon, self.weights.log())
+        return self._keys
+
+    def to(self, device: str | torch.device) -> "SemidiscretePotential":
+        """Return a copy on ``device``."""
+        return SemidiscretePotential(
+            self.y.to(device), self.g.to(device), self.epsilon, self.weights.to(device), self.history, self.block_elems
+        )
+
+    def squared_euclidean_g(self) -> Tensor:
+        """The same potential for the cost 1/2 |x - y|^2: ``g_j + |y_j|^2 / 2``."""
+        return self.g + 0.5 * self.y.square().sum(dim=1).to(self.g.dtype)
+
+    def assign(self, x: Tensor, generator: torch.Generator | None = None, top_k: int | None = None) -> Tensor:
+        """Pair each source point with a data index: the argmax at eps = 0, a draw from pi(x) at eps > 0.
+
+        Args:
+            x: (B, d) source samples.
+            generator: random generator for the draw at eps > 0.
+            top_k: at eps > 0, draw among the k best columns only (approximate, faster).
+        """
+        queries = augment_queries(x.to(self.y.device, self.y.dtype))
+        return sample_assignment(
+            queries, self.keys, self.epsilon, generator=generator, top_k=top_k, block_elems=self.block_elems
+        )
+
+    def marginal_counts(self, x: Tensor):
+        """Column sums of the coupling rows pi(x_i): ``(mass, mass_sq)`` as float64 (N,)."""
+        queries = augment_queries(x.to(self.y.device, self.y.dtype))
+        reduction = reduce_scores(queries, self.keys, self.epsilon, block_elems=self.block_elems)
+        return reduction.mass, reduction.mass_sq
+
+    def chi2(self, x: Tensor) -> float:
+        """Unbiased estimate of chi^2(m(g), b) from the source samples ``x`` (DESIGN.md, Eq. 3.5)."""
+        mass, mass_sq = self.marginal_counts(x)
+        return chi2_unbiased(mass, mass_sq, x.shape[0], self.weights)
+
+    def semi_dual(self, x: Tensor) -> float:
+        """Monte Carlo estimate of ``F_eps(g) = <b, g> + E_x f_eps(x; g)`` on the samples ``x``."""
+        queries = augment_queries(x.to(self.y.device, self.y.dtype))
+        value = reduce_scores(queries, self.keys, self.epsilon, need_mass=False, block_elems=self.block_elems).value
+        return float((self.weights * self.g.to(torch.float64)).sum() - value.to(torch.float64).mean())
+
+    def save(self, path: str | Path, include_data: bool = True) -> None:
+        """Write the potential atomically; without the data, a fingerprint guards :meth:`load`."""
+        state = {
+            "g": self.g.cpu(),
+            "epsilon": self.epsilon,
+            "weights": self.weights.cpu(),
+            "history": self.history,
+            "fingerprint": data_fingerprint(self.y),
+            "y": self.y.cpu() if include_data else None,
+        }
+        atomic_torch_save(state, path)
+
+    @classmethod
+    def load(cls, path: str | Path, y: Tensor | None = None, device: str | torch.device | None = None):
+        """Read a potential written by :meth:`save`; ``y`` is required when it was saved without data."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if y is None:
+            if state["y"] is None:
+                raise ValueError(f"{path} was saved without its data points: pass y= to SemidiscretePotential.load")
+            y = state["y"]
+        elif data_fingerprint(y) != state["fingerprint"]:
+            raise ValueError(f"{path} was fitted on other data points (fingerprint mismatch): refit the potential")
+        potential = cls(y, state["g"], state["epsilon"], state["weights"], state["history"])
+        return potential.to(device) if device is not None else potential

@@ -1,0 +1,171 @@
+"""Workflow configuration: schema validation, one-line errors, defaults and the job grid.
+
+The Snakefile hands its ``config`` dict to :func:`validate_config` before any job starts;
+``sdfm validate-config FILE`` does the same from the shell. No module of the library reads
+``config.yaml`` itself: jobs get their settings as command-line arguments.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from itertools import product
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from sdfm.data.registry import DATASETS, dataset_options
+from sdfm.data.toy import TOY_DATASETS
+
+__all__ = [
+    "ConfigError",
+    "DEFAULT_SCHEMA",
+    "dataset_settings",
+    "epsilon_label",
+    "job_grid",
+    "load_config_file",
+    "validate_config",
+]
+
+DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+#: Settings a dataset entry inherits unless the config's top level or the entry says otherwise.
+BUILTIN_DEFAULTS = {
+    "potential": {"steps": 5000, "batch_size": 1024, "eval_every": 500, "eval_batch": 65536,
+                  "chi2_threshold": None, "reference_batch": 4096},
+    "model": {
+        "points": {"kind": "mlp", "hidden": 256, "depth": 4, "time_embed_dim": 64},
+        "images": {"kind": "unet", "base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 1,
+                   "attention_resolutions": [], "dropout": 0.0},
+    },
+    "train": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 100, "grad_clip": 1.0,
+              "ema_decay": 0.999, "objective": "fm", "checkpoint_every": 500, "log_every": 50},
+    "evaluate": {"solvers": ["euler"], "nfe": [1, 2, 4, 8, 16], "n_samples": 2000, "metrics": ["w2", "energy"]},
+}
+_STAGES_PER_SOLVER = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+_MODEL_KEYS = {
+    "mlp": {"kind", "hidden", "depth", "time_embed_dim"},
+    "unet": {"kind", "base_channels", "channel_mults", "num_res_blocks", "attention_resolutions", "dropout"},
+}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message is one line naming the key and the fix."""
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a YAML config file (for ``sdfm validate-config``; Snakemake reads it itself)."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: give the path of a YAML config") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, e.g. 'datasets: ...'")
+    return config
+
+
+def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
+    key = _key(err.absolute_path)
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        allowed = ", ".join(sorted(err.schema.get("properties", {}))) or "none"
+        where = f" under '{key}'" if err.absolute_path else ""
+        return ConfigError(f"config key '{_key([*err.absolute_path, extra[0]])}' is unknown{where}: allowed keys are {allowed}")
+    if err.validator == "required":
+        return ConfigError(f"config key '{key}' misses a required entry: {err.message}")
+    if err.validator == "enum":
+        return ConfigError(f"config key '{key}': {err.instance!r} is not allowed; choose one of {err.validator_value}")
+    if err.validator == "type":
+        return ConfigError(f"config key '{key}': {err.instance!r} is not of type {err.validator_value}; fix its value")
+    return ConfigError(f"config key '{key}': {err.message}; fix its value")
+
+
+def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> dict:
+    """Check ``config`` against the schema and the registries; return it with defaults filled in.
+
+    Raises:
+        ConfigError: one line naming the offending key and what to do.
+    """
+    config = copy.deepcopy(config or {})
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        raise _schema_error(jsonschema.exceptions.best_match(errors))
+    for key, spec in schema["properties"].items():
+        if "default" in spec and key not in config:
+            config[key] = copy.deepcopy(spec["default"])
+    for name, entry in config["datasets"].items():
+        _check_dataset(name, entry)
+        merged = dataset_settings(config, name)
+        model = merged["model"]
+        stray = sorted(set(model) - _MODEL_KEYS[model["kind"]])
+        if stray:
+            raise ConfigError(
+                f"config key 'datasets.{name}.model.{stray[0]}' does not apply to a {model['kind']} model; "
+                f"its keys are {', '.join(sorted(_MODEL_KEYS[model['kind']]))}"
+            )
+        for solver in merged["evaluate"]["solvers"]:
+            for nfe in merged["evaluate"]["nfe"]:
+                stages = _STAGES_PER_SOLVER.get(solver, 1)
+                if nfe % stages:
+                    raise ConfigError(
+                        f"config key 'datasets.{name}.evaluate.nfe': {nfe} is not a multiple of {stages}, "
+                        f"the evaluations per step of solver '{solver}'; use multiples of {stages}"
+                    )
+    return config
+
+
+def _check_dataset(name: str, entry: dict) -> None:
+    source = entry["source"]
+    if source not in DATASETS:
+        raise ConfigError(
+            f"config key 'datasets.{name}.source': unknown data set {source!r}; choose one of {', '.join(sorted(DATASETS))}"
+        )
+    known = dataset_options(source)
+    options = entry.get("options", {})
+    for option in options:
+        if option not in known:
+            raise ConfigError(
+                f"config key 'datasets.{name}.options.{option}' is unknown for data set '{source}': "
+                f"its options are {', '.join(known) or 'none'}"
+            )
+    for option, default in known.items():
+        if default is inspect.Parameter.empty and option not in options:
+            raise ConfigError(f"config key 'datasets.{name}.options.{option}' is required for data set '{source}'")
+    path = options.get("path")
+    if path is not None and not Path(path).exists():
+        raise ConfigError(f"config key 'datasets.{name}.options.path': {path} does not exist; point it at the local data")
+
+
+def dataset_settings(config: dict, name: str) -> dict:
+    """Merged settings of one dataset: built-in defaults < top level < the dataset's own entry."""
+    entry = config["datasets"][name]
+    kind = "points" if entry["source"] in TOY_DATASETS else "images"
+    merged = {"source": entry["source"], "options": dict(entry.get("options", {})), "kind": kind}
+    for stage in ("potential", "model", "train", "evaluate"):
+        base = BUILTIN_DEFAULTS[stage][kind] if stage == "model" else BUILTIN_DEFAULTS[stage]
+        merged[stage] = {**base, **config.get(stage, {}), **entry.get(stage, {})}
+    return merged
+
+
+def epsilon_label(epsilon: float) -> str:
+    """The wildcard spelling of a relative epsilon: ``0``, ``0.1``, ``0.01``."""
+    return f"{float(epsilon):g}"
+
+
+def job_grid(config: dict) -> list[dict]:
+    """Every training job as ``{dataset, method, epsilon, seed}`` (epsilon as its wildcard label)."""
+    jobs = []
+    for dataset, (method, spec), seed in product(config["datasets"], config["methods"].items(), config["seeds"]):
+        epsilons = spec.get("epsilons", [0.0]) if method != "fm" else [0.0]
+        for epsilon in dict.fromkeys(epsilon_label(e) for e in epsilons):
+            jobs.append({"dataset": dataset, "method": method, "epsilon": epsilon, "seed": seed})
+    return jobs

@@ -1,0 +1,243 @@
+"""Pair samplers: how each method draws training pairs (x0 noise, x1 data).
+
+All samplers work on flat data ``data`` (N, D) (images are flattened by the caller) with
+optional integer ``labels`` (N,), and draw every random number from the ``torch.Generator``
+passed to :meth:`Coupling.sample`, so a training run is reproducible from its seed.
+
+* ``fm`` (:class:`IndependentCoupling`): ``x0 ~ N(0, I)``, ``x1 = data[j]``, ``j ~ U{0..N-1}``.
+* ``otfm`` (:class:`BatchOTCoupling`): n noise and n uniform data points, paired by batch OT for
+  the cost ``-<x0, x1>`` (exact at eps = 0, Sinkhorn at ``eps = epsilon_rel * std(C)``).
+* ``sdfm`` (:class:`SemidiscreteCoupling`): ``x0 ~ N(0, I)``, ``j = argmax_j <x0, y_j> + g_j``
+  (a draw from ``pi(x0)`` at eps > 0) for a potential g fitted on the whole data set.
+
+Class-conditional pairing uses the augmented cost ``c_X + beta c_Z`` with
+``c_Z(z, z') = 1 - [z = z']`` (DESIGN.md, paper Eq. 2.3). With one-hot labels it stays an inner
+product: :func:`augment_with_labels` maps ``(x, z)`` to ``[x, sqrt(beta) e_z]``, and
+
+    -<[x, sqrt(beta) e_z], [y, sqrt(beta) e_z']> = -<x, y> + beta (1 - [z = z']) - beta,
+
+the augmented cost up to a constant. The same map builds the keys of a conditional potential,
+``augment_with_labels(data, labels, K, beta)``, and its noise queries ``[x0, sqrt(beta) e_z]``,
+whose labels ``z`` are drawn from the empirical label distribution of the data. The potential
+must be fitted with queries of that form: a solver that draws all D + K query coordinates
+from N(0, I) solves a different problem (its label coordinates would be noise).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sdfm.ot import SemidiscretePotential, batch_ot_pairing, relative_epsilon
+
+__all__ = [
+    "BatchOTCoupling",
+    "Coupling",
+    "IndependentCoupling",
+    "PairBatch",
+    "SemidiscreteCoupling",
+    "augment_with_labels",
+    "make_coupling",
+]
+
+
+@dataclass
+class PairBatch:
+    """A batch of training pairs.
+
+    Attributes:
+        x0: (n, D) source (noise) samples.
+        x1: (n, D) data samples paired with ``x0``.
+        labels: (n,) labels of the pairs (the drawn label ``z`` for conditional couplings), or None.
+        index: (n,) index into ``data`` of each ``x1``.
+        pairing_seconds: wall time spent choosing the pairs (index draw, OT solve or MIPS).
+    """
+
+    x0: Tensor
+    x1: Tensor
+    labels: Tensor | None
+    index: Tensor
+    pairing_seconds: float = 0.0
+
+
+class Coupling(Protocol):
+    """Anything with a ``name`` that draws :class:`PairBatch` es from a generator."""
+
+    name: str
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> PairBatch: ...
+
+
+def augment_with_labels(x: Tensor, labels: Tensor, num_classes: int, beta: float) -> Tensor:
+    """Return ``[x, sqrt(beta) e_z]`` (n, D + K): inner products then carry ``beta [z = z']``."""
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    onehot = F.one_hot(labels.to(device=x.device, dtype=torch.long), num_classes).to(x.dtype)
+    return torch.cat([x, math.sqrt(beta) * onehot], dim=1)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Sampler:
+    """Shared state: the data, its labels, and draws made on the generator's device."""
+
+    name = "base"
+
+    def __init__(self, data: Tensor, labels: Tensor | None = None) -> None:
+        if data.ndim != 2:
+            raise ValueError(f"couplings take flat (N, D) data, got shape {tuple(data.shape)}")
+        if labels is not None and labels.shape != (data.shape[0],):
+            raise ValueError(f"labels must have shape ({data.shape[0]},), got {tuple(labels.shape)}")
+        self.data = data
+        self.labels = labels.to(device=data.device, dtype=torch.long) if labels is not None else None
+
+    def _noise(self, n: int, generator: torch.Generator) -> Tensor:
+        shape, device = (n, self.data.shape[1]), generator.device
+        return torch.randn(shape, generator=generator, device=device, dtype=self.data.dtype).to(self.data.device)
+
+    def _indices(self, n: int, generator: torch.Generator) -> Tensor:
+        index = torch.randint(self.data.shape[0], (n,), generator=generator, device=generator.device)
+        return index.to(self.data.device)
+
+    def _labels_of(self, index: Tensor) -> Tensor | None:
+        return self.labels[index] if self.labels is not None else None
+
+
+class IndependentCoupling(_Sampler):
+    """``fm``: independent pairs, ``x0 ~ N(0, I)`` and ``x1`` uniform over the data."""
+
+    name = "fm"
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> PairBatch:
+        x0 = self._noise(batch_size, generator)
+        start = time.perf_counter()
+        index = self._indices(batch_size, generator)
+        seconds = time.perf_counter() - start
+        return PairBatch(x0, self.data[index], self._labels_of(index), index, seconds)
+
+
+class BatchOTCoupling(_Sampler):
+    """``otfm``: pair n noise with n uniform data points by OT on the batch.
+
+    Args:
+        data: (N, D) data.
+        labels: (N,) labels, for class-conditional pairing with ``beta``.
+        epsilon_rel: entropic regularisation relative to ``std`` of the batch cost matrix
+            (0: exact assignment). The absolute value of the last batch is ``last_epsilon``.
+        beta: weight of the label mismatch cost; ``None`` pairs on ``x`` alone. Each noise sample
+            then gets a label ``z`` drawn from the data's label distribution, and the pairing uses
+            the augmented vectors of :func:`augment_with_labels`.
+        num_classes: number of labels (default ``labels.max() + 1``).
+    """
+
+    name = "otfm"
+
+    def __init__(self, data, labels=None, *, epsilon_rel: float = 0.0, beta: float | None = None, num_classes=None):
+        super().__init__(data, labels)
+        if epsilon_rel < 0:
+            raise ValueError(f"epsilon_rel must be >= 0, got {epsilon_rel}")
+        self.epsilon_rel, self.beta = epsilon_rel, beta
+        self.conditional = beta is not None and self.labels is not None
+        self.num_classes = num_classes if num_classes is not None else _num_classes(self.labels)
+        self.last_epsilon = 0.0
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> PairBatch:
+        x0 = self._noise(batch_size, generator)
+        index = self._indices(batch_size, generator)
+        x1 = self.data[index]
+        z0 = self._labels_of(self._indices(batch_size, generator)) if self.conditional else None
+        _sync(x0.device)
+        start = time.perf_counter()
+        q0, q1 = x0, x1
+        if self.conditional:
+            q0 = augment_with_labels(x0, z0, self.num_classes, self.beta)
+            q1 = augment_with_labels(x1, self.labels[index], self.num_classes, self.beta)
+        self.last_epsilon = relative_epsilon(self.epsilon_rel, q0, q1) if self.epsilon_rel > 0 else 0.0
+        pairing = batch_ot_pairing(q0, q1, self.last_epsilon, generator).to(index.device)
+        _sync(x0.device)
+        seconds = time.perf_counter() - start
+        index = index[pairing]
+        labels = z0 if self.conditional else self._labels_of(index)
+        return PairBatch(x0, self.data[index], labels, index, seconds)
+
+
+class SemidiscreteCoupling(_Sampler):
+    """``sdfm``: fresh noise matched through a fitted semidiscrete potential.
+
+    Args:
+        data: (N, D) data; row j must be the point ``y_j`` the potential was fitted on.
+        potential: a :class:`~sdfm.ot.SemidiscretePotential` over N points, of dimension D, or
+            D + K for a conditional potential fitted on ``augment_with_labels(data, labels, K, beta)``.
+        labels: (N,) labels.
+        beta: label weight of a conditional potential (``None``: unconditional pairing).
+        num_classes: number of labels K (default ``labels.max() + 1``).
+    """
+
+    name = "sdfm"
+
+    def __init__(self, data, potential: SemidiscretePotential, labels=None, *, beta=None, num_classes=None):
+        super().__init__(data, labels)
+        self.potential, self.beta = potential, beta
+        self.conditional = beta is not None and self.labels is not None
+        self.num_classes = num_classes if num_classes is not None else _num_classes(self.labels)
+        expected = data.shape[1] + (self.num_classes if self.conditional else 0)
+        if potential.n_points != data.shape[0] or potential.dim != expected:
+            raise ValueError(
+                f"potential over {potential.n_points} points of dim {potential.dim} does not match "
+                f"{data.shape[0]} points of dim {expected} (conditional={self.conditional})"
+            )
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> PairBatch:
+        x0 = self._noise(batch_size, generator)
+        z0 = self._labels_of(self._indices(batch_size, generator)) if self.conditional else None
+        assign_gen = generator
+        if generator.device != self.potential.y.device:  # the draw at eps > 0 runs where the potential lives
+            seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+            assign_gen = torch.Generator(device=self.potential.y.device).manual_seed(seed)
+        _sync(self.potential.y.device)
+        start = time.perf_counter()
+        query = augment_with_labels(x0, z0, self.num_classes, self.beta) if self.conditional else x0
+        index = self.potential.assign(query, generator=assign_gen).to(self.data.device)
+        _sync(self.potential.y.device)
+        seconds = time.perf_counter() - start
+        labels = z0 if self.conditional else self._labels_of(index)
+        return PairBatch(x0, self.data[index], labels, index, seconds)
+
+
+def _num_classes(labels: Tensor | None) -> int | None:
+    return int(labels.max()) + 1 if labels is not None and labels.numel() else None
+
+
+def make_coupling(
+    method: str,
+    data: Tensor,
+    *,
+    labels: Tensor | None = None,
+    num_classes: int | None = None,
+    epsilon_rel: float = 0.0,
+    potential: SemidiscretePotential | None = None,
+    beta: float | None = None,
+) -> Coupling:
+    """Build the coupling of ``method`` (``"fm"``, ``"otfm"`` or ``"sdfm"``) on flat ``data``.
+
+    ``epsilon_rel`` is used by ``otfm`` only (the ``sdfm`` epsilon belongs to its potential);
+    ``potential`` is required by ``sdfm``; ``beta`` enables class-conditional pairing.
+    """
+    if method == "fm":
+        return IndependentCoupling(data, labels)
+    if method == "otfm":
+        return BatchOTCoupling(data, labels, epsilon_rel=epsilon_rel, beta=beta, num_classes=num_classes)
+    if method == "sdfm":
+        if potential is None:
+            raise ValueError("method 'sdfm' needs a fitted potential (sdfm.ot.fit_potential)")
+        return SemidiscreteCoupling(data, potential, labels, beta=beta, num_classes=num_classes)
+    raise ValueError(f"unknown coupling method {method!r}: expected 'fm', 'otfm' or 'sdfm'")

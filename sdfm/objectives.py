@@ -1,0 +1,169 @@
+"""Training objectives: flow matching and MeanFlow, on pairs from any coupling.
+
+Flow matching (Lipman et al. 2023, Liu et al. 2023). For a pair (x0, x1) and t ~ U(0, 1),
+
+    x_t = (1 - t) x0 + t x1,    loss = mean |v(x_t, t) - (x1 - x0)|^2.
+
+MeanFlow (Geng et al. 2025), in this package's time convention (noise at t = 0, data at t = 1,
+generation runs forward in time). The network predicts the average velocity over [r, t],
+r <= t, of the path that passes through ``z`` at the EARLIER time r (the state a sampler knows):
+
+    u(z_r, r, t) = 1 / (t - r) * int_r^t v(z_s, s) ds,   so that   z_t = z_r + (t - r) u(z_r, r, t),
+
+and one-step generation is ``x1 = x0 + u(x0, 0, 1)``. (Geng et al. run time from data at 0 to
+noise at 1 and condition on the state at the later time; with s -> 1 - s the two agree.)
+Differentiating ``(t - r) u(z_r, r, t) = int_r^t v ds`` in r, with t fixed, gives the identity
+
+    u(z_r, r, t) = v(z_r, r) + (t - r) d/dr u(z_r, r, t),   d/dr u = v . grad_z u + d_r u,
+
+where the total derivative is one forward-mode JVP of the network with primals (z, r, t) and
+tangents (v, 1, 0). Training regresses u(z_r, r, t), ``z_r = (1 - r) x0 + r x1``, on
+``stop_grad(v + (t - r) du/dr)`` with the conditional velocity ``v = x1 - x0``. At r = t the
+target is ``v``, plain flow matching; a fraction of the pairs use r = t. The model is called as
+``model(z, t, r=r)`` so that ``u(z, t, t) = v(z, t)`` is the instantaneous velocity. Optional
+adaptive weighting divides each sample's squared error by ``stop_grad(err + c)^p`` (p = 0: plain
+mean squared error).
+
+Class-conditional models receive the labels and a label-dropout mask (the model's null class),
+which trains the unconditional model used by classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "draw_label_dropout",
+    "draw_mean_flow_times",
+    "draw_times",
+    "flow_matching_loss",
+    "interpolate",
+    "mean_flow_loss",
+    "mean_flow_target",
+    "model_kwargs",
+    "objective_loss",
+]
+
+
+def _expand(t: Tensor, like: Tensor) -> Tensor:
+    return t.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def interpolate(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+    """``x_t = (1 - t) x0 + t x1`` for (B,) times."""
+    t = _expand(t, x0)
+    return (1 - t) * x0 + t * x1
+
+
+def model_kwargs(labels: Tensor | None = None, drop: Tensor | bool = False, r: Tensor | None = None) -> dict:
+    """Keyword arguments of a model call, leaving out the defaults (plain callables also work)."""
+    kwargs: dict = {}
+    if labels is not None:
+        kwargs["labels"] = labels
+    if isinstance(drop, Tensor) or drop:
+        kwargs["drop_labels"] = drop
+    if r is not None:
+        kwargs["r"] = r
+    return kwargs
+
+
+def draw_times(n: int, generator: torch.Generator, device=None) -> Tensor:
+    """``t ~ U(0, 1)``, (n,), drawn on the generator's device then moved to ``device``."""
+    return torch.rand(n, generator=generator, device=generator.device).to(device or generator.device)
+
+
+def draw_mean_flow_times(n: int, generator: torch.Generator, equal_fraction: float = 0.75, device=None):
+    """``(r, t)`` with ``r <= t``: the sorted pair of two uniforms, or ``r = t ~ U(0, 1)`` for a fraction of rows."""
+    pair = torch.rand(n, 2, generator=generator, device=generator.device)
+    equal = torch.rand(n, generator=generator, device=generator.device) < equal_fraction
+    r = torch.where(equal, pair[:, 0], pair.min(dim=1).values)
+    t = torch.where(equal, pair[:, 0], pair.max(dim=1).values)
+    device = device or generator.device
+    return r.to(device), t.to(device)
+
+
+def draw_label_dropout(n: int, p: float, generator: torch.Generator, device=None) -> Tensor | bool:
+    """A (n,) mask, true with probability ``p`` (False when p = 0, drawing nothing)."""
+    if p <= 0:
+        return False
+    return (torch.rand(n, generator=generator, device=generator.device) < p).to(device or generator.device)
+
+
+def _weighted_mean(sq_err: Tensor, adaptive_power: float, c: float = 1e-3) -> Tensor:
+    per_sample = sq_err.reshape(sq_err.shape[0], -1).mean(dim=1)
+    if adaptive_power > 0:
+        per_sample = per_sample / (per_sample.detach() + c) ** adaptive_power
+    return per_sample.mean()
+
+
+def flow_matching_loss(model, x0: Tensor, x1: Tensor, t: Tensor, labels=None, drop_labels=False) -> Tensor:
+    """``mean |v(x_t, t) - (x1 - x0)|^2`` for (B, ...) pairs and (B,) times."""
+    prediction = model(interpolate(x0, x1, t), t, **model_kwargs(labels, drop_labels))
+    return (prediction - (x1 - x0)).square().mean()
+
+
+def mean_flow_target(model, z: Tensor, r: Tensor, t: Tensor, v: Tensor, labels=None, drop_labels=False):
+    """Network output ``u(z, r, t)`` and the detached target ``v + (t - r) du/dr``.
+
+    Args:
+        model: called as ``model(z, t, r=r, ...)``.
+        z: (B, ...) states ``z_r`` at the start time r.
+        r, t: (B,) times with ``r <= t``.
+        v: (B, ...) velocity at ``(z, r)`` (the conditional velocity ``x1 - x0`` in training).
+
+    Returns:
+        ``(u, target)``: u carries gradients to the parameters, target does not.
+    """
+    cond = model_kwargs(labels, drop_labels)
+
+    def average_velocity(z_, r_, t_):
+        return model(z_, t_, r=r_, **cond)
+
+    u, dudr = torch.func.jvp(average_velocity, (z, r, t), (v, torch.ones_like(r), torch.zeros_like(t)))
+    target = v + _expand(t - r, v) * dudr
+    return u, target.detach()
+
+
+def mean_flow_loss(
+    model, x0: Tensor, x1: Tensor, r: Tensor, t: Tensor, labels=None, drop_labels=False, adaptive_power: float = 0.0
+) -> Tensor:
+    """MeanFlow regression of ``u(z_r, r, t)`` on its identity target, ``z_r = (1 - r) x0 + r x1``."""
+    u, target = mean_flow_target(model, interpolate(x0, x1, r), r, t, x1 - x0, labels, drop_labels)
+    return _weighted_mean((u - target).square(), adaptive_power)
+
+
+def objective_loss(
+    objective: str,
+    model,
+    x0: Tensor,
+    x1: Tensor,
+    generator: torch.Generator,
+    *,
+    labels: Tensor | None = None,
+    label_dropout: float = 0.0,
+    mean_flow_equal_fraction: float = 0.75,
+    adaptive_power: float = 0.0,
+) -> Tensor:
+    """Draw the times (and the label-dropout mask) from ``generator`` and return the loss.
+
+    Args:
+        objective: ``"fm"`` or ``"meanflow"``.
+        model: the velocity (or average velocity) network.
+        x0, x1: (B, ...) pairs, on the model's device.
+        generator: source of t, r and the dropout mask.
+        labels: (B,) labels for a class-conditional model.
+        label_dropout: probability of the null class per sample.
+        mean_flow_equal_fraction: fraction of MeanFlow pairs with r = t.
+        adaptive_power: MeanFlow adaptive weighting exponent p.
+    """
+    n, device = x0.shape[0], x0.device
+    if objective == "fm":
+        t = draw_times(n, generator, device)
+        drop = draw_label_dropout(n, label_dropout, generator, device) if labels is not None else False
+        return flow_matching_loss(model, x0, x1, t, labels, drop)
+    if objective == "meanflow":
+        r, t = draw_mean_flow_times(n, generator, mean_flow_equal_fraction, device)
+        drop = draw_label_dropout(n, label_dropout, generator, device) if labels is not None else False
+        return mean_flow_loss(model, x0, x1, r, t, labels, drop, adaptive_power)
+    raise ValueError(f"unknown objective {objective!r}: expected 'fm' or 'meanflow'")

@@ -1,0 +1,111 @@
+"""Tests of the flow-matching and MeanFlow objectives (sdfm.objectives)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sdfm.objectives import (
+    draw_label_dropout,
+    draw_mean_flow_times,
+    flow_matching_loss,
+    interpolate,
+    mean_flow_loss,
+    mean_flow_target,
+    objective_loss,
+)
+
+
+class _Constant(torch.nn.Module):
+    """v(x, t) = c, the exact field of the single pair (x0, x0 + c)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = torch.nn.Parameter(c.clone())
+
+    def forward(self, x, t, labels=None, r=None, drop_labels=False):
+        return self.c.expand_as(x)
+
+
+def test_fm_loss_zero_for_exact_constant_field_and_positive_otherwise():
+    x0, x1 = torch.tensor([[0.5, -1.0]]), torch.tensor([[2.0, 3.0]])
+    t = torch.rand(1)
+    assert float(flow_matching_loss(_Constant(x1 - x0), x0, x1, t).detach()) == 0.0
+    assert float(flow_matching_loss(_Constant(x1 - x0 + 0.1), x0, x1, t).detach()) == pytest.approx(0.01, rel=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    loss = objective_loss("meanflow", _Constant(x1 - x0), x0.repeat(8, 1), x1.repeat(8, 1), gen)
+    assert float(loss.detach()) == 0.0
+
+
+def test_interpolation_endpoints():
+    x0, x1 = torch.randn(3, 2), torch.randn(3, 2)
+    torch.testing.assert_close(interpolate(x0, x1, torch.zeros(3)), x0)
+    torch.testing.assert_close(interpolate(x0, x1, torch.ones(3)), x1)
+
+
+class _LinearU(torch.nn.Module):
+    """u(z, r, t) = a z + b t + c r: du/dr along (v, 1, 0) is a v + c."""
+
+    a, b, c = 0.7, -0.3, 2.0
+
+    def forward(self, z, t, labels=None, r=None, drop_labels=False):
+        return self.a * z + self.b * t[:, None] + self.c * r[:, None]
+
+
+def test_mean_flow_target_hand_computed_jvp():
+    z, v = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    r = torch.tensor([0.0, 0.2, 0.5, 0.9], dtype=torch.float64)
+    t = torch.tensor([1.0, 0.6, 0.5, 0.95], dtype=torch.float64)
+    model = _LinearU()
+    u, target = mean_flow_target(model, z, r, t, v)
+    torch.testing.assert_close(u, model(z, t, r=r))
+    torch.testing.assert_close(target, v + (t - r)[:, None] * (model.a * v + model.c))
+    assert not target.requires_grad
+
+
+class _ExactMeanFlow(torch.nn.Module):
+    """True average velocity of dz/ds = lam z over [r, t] through z at r: z (e^{lam h} - 1) / h."""
+
+    lam = -0.8
+
+    def forward(self, z, t, labels=None, r=None, drop_labels=False):
+        h = (t - r)[:, None]
+        return z * torch.expm1(self.lam * h) / h
+
+
+def test_mean_flow_target_equals_true_average_velocity():
+    model = _ExactMeanFlow()
+    z = torch.randn(6, 2, dtype=torch.float64)
+    r = torch.tensor([0.0, 0.1, 0.3, 0.5, 0.2, 0.7], dtype=torch.float64)
+    t = torch.tensor([1.0, 0.9, 0.4, 0.8, 0.25, 1.0], dtype=torch.float64)
+    u, target = mean_flow_target(model, z, r, t, model.lam * z)  # v(z_r, r) of the same field
+    torch.testing.assert_close(target, u)
+    # Geng et al.'s end-state form v - (t - r) du/dt does not hold for a start-state network.
+    _, dudt = torch.func.jvp(lambda z_, r_, t_: model(z_, t_, r=r_), (z, r, t), (model.lam * z, 0 * r, 1 + 0 * t))
+    assert not torch.allclose(model.lam * z - (t - r)[:, None] * dudt, u)
+    # Integrating from 0 to 1 in one jump gives the exact flow.
+    z0 = torch.randn(3, 2, dtype=torch.float64)
+    jump = z0 + model(z0, torch.ones(3, dtype=torch.float64), r=torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(jump, z0 * math.exp(model.lam))
+
+
+def test_mean_flow_times_and_dropout_draws():
+    gen = torch.Generator().manual_seed(0)
+    r, t = draw_mean_flow_times(10_000, gen, equal_fraction=0.75)
+    assert bool((r <= t).all()) and 0.72 < float((r == t).float().mean()) < 0.78
+    assert abs(float(t[r == t].mean()) - 0.5) < 0.02  # r = t rows are uniform in time
+    mask = draw_label_dropout(10_000, 0.1, gen)
+    assert 0.08 < float(mask.float().mean()) < 0.12
+    assert draw_label_dropout(5, 0.0, gen) is False
+
+
+def test_mean_flow_loss_backpropagates():
+    model = _Constant(torch.zeros(2))
+    x0, x1 = torch.randn(8, 2), torch.randn(8, 2)
+    loss = mean_flow_loss(model, x0, x1, torch.zeros(8), torch.ones(8), adaptive_power=1.0)
+    loss.backward()
+    assert model.c.grad is not None and float(model.c.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="objective"):
+        objective_loss("nope", model, x0, x1, torch.Generator())

@@ -82,6 +82,7 @@ def reduce_scores(
     epsilon: float = 0.0,
     *,
     need_mass: bool = True,
+    need_mass_sq: bool = True,
     need_margin: bool = False,
     block_elems: int = DEFAULT_BLOCK_ELEMS,
 ) -> Reduction:
@@ -91,7 +92,8 @@ def reduce_scores(
         queries: (B, d + 1) augmented queries ``[x, 1]``.
         keys: (N, d + 1) augmented keys ``[y, g (+ eps log b)]``.
         epsilon: entropic regularisation, absolute, in units of the cost -<x, y>.
-        need_mass: also accumulate the column sums of the coupling (and of its square).
+        need_mass: also accumulate the column sums of the coupling.
+        need_mass_sq: at eps > 0, also the column sums of its square (only chi^2 needs them).
         need_margin: at eps = 0, also return the top-1 minus top-2 score gap per query.
         block_elems: largest number of scores held at once.
 
@@ -101,7 +103,9 @@ def reduce_scores(
     n_keys = keys.shape[0]
     values, indices, margins = [], [], []
     mass = torch.zeros(n_keys, dtype=torch.float64, device=keys.device) if need_mass else None
-    mass_sq = torch.zeros_like(mass) if (need_mass and epsilon > 0) else None
+    mass_sq = torch.zeros_like(mass) if (need_mass and need_mass_sq and epsilon > 0) else None
+    if epsilon > 0:
+        queries = queries / epsilon  # scores come out divided by eps, saving a pass over them
     for rows in row_blocks(queries.shape[0], n_keys, block_elems):
         scores = queries[rows] @ keys.T
         if epsilon == 0:
@@ -116,13 +120,17 @@ def reduce_scores(
             if need_mass:
                 mass += torch.bincount(idx, minlength=n_keys).to(torch.float64)
         else:
-            scores.div_(epsilon)
-            lse = torch.logsumexp(scores, dim=1)
-            values.append(epsilon * lse)
+            # logsumexp by hand (torch's is several times slower on CPU); the column sums of
+            # pi = exp(s - max) / rowsum are GEMVs with 1 / rowsum, not a normalised copy.
+            row_max = scores.amax(dim=1, keepdim=True)
+            unnormalised = scores.sub_(row_max).exp_()
+            row_sum = unnormalised.sum(dim=1)
+            values.append(epsilon * (row_max.squeeze(1) + row_sum.log()))
             if need_mass:
-                probs = scores.sub_(lse[:, None]).exp_()
-                mass += probs.sum(dim=0, dtype=torch.float64)
-                mass_sq += probs.square_().sum(dim=0, dtype=torch.float64)
+                inverse = row_sum.reciprocal()
+                mass += (inverse @ unnormalised).to(torch.float64)
+                if mass_sq is not None:
+                    mass_sq += (inverse.square() @ unnormalised.square_()).to(torch.float64)
     return Reduction(
         value=torch.cat(values),
         index=torch.cat(indices) if epsilon == 0 else None,
@@ -143,25 +151,29 @@ def sample_assignment(
 ) -> Tensor:
     """Draw ``j ~ pi(x_i)`` for each query; the argmax when eps = 0.
 
-    At eps > 0 the draw is exact over all N by the Gumbel-max trick,
-    ``j = argmax_j s_ij / eps + G_ij`` with ``G_ij`` i.i.d. standard Gumbel, taken block by
-    block. With ``top_k`` the draw is restricted to the k best scores of each row (a
-    categorical over the renormalised top-k softmax), the approximation of OTT's dataloader.
+    At eps > 0 the draw is exact over all N by inverting the row's cumulative distribution:
+    with ``w_ij = exp((s_ij - max_j s_ij) / eps)`` and one uniform ``u_i``, ``j`` is the first
+    index whose cumulative weight exceeds ``u_i sum_j w_ij`` (float64 cumulative sums). This
+    costs one exponential per score, against three transcendental functions for Gumbel-max.
+    With ``top_k`` the draw is restricted to the k best scores of each row (a categorical over
+    the renormalised top-k softmax), the approximation of OTT's dataloader.
     """
+    n_keys = keys.shape[0]
+    if epsilon > 0:
+        queries = queries / epsilon
     chosen = []
-    for rows in row_blocks(queries.shape[0], keys.shape[0], block_elems):
+    for rows in row_blocks(queries.shape[0], n_keys, block_elems):
         scores = queries[rows] @ keys.T
         if epsilon == 0:
             chosen.append(scores.argmax(dim=1))
-            continue
-        scores.div_(epsilon)
-        if top_k is not None and top_k < keys.shape[0]:
+        elif top_k is not None and top_k < n_keys:
             best = scores.topk(top_k, dim=1)
             probs = torch.softmax(best.values, dim=1)
             pick = torch.multinomial(probs, 1, generator=generator).squeeze(1)
             chosen.append(best.indices.gather(1, pick[:, None]).squeeze(1))
         else:
-            uniform = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=scores.dtype)
-            gumbel = uniform.clamp_(min=torch.finfo(scores.dtype).tiny).log_().neg_().log_().neg_()
-            chosen.append((scores + gumbel).argmax(dim=1))
+            weights = scores.sub_(scores.amax(dim=1, keepdim=True)).exp_()
+            cdf = weights.cumsum(dim=1, dtype=torch.float64)
+            u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=torch.float64)
+            chosen.append(torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1).clamp_(max=n_keys - 1))
     return torch.cat(chosen)

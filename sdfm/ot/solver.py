@@ -22,6 +22,7 @@ potential, the long EMA averages out the batch noise without a burn-in tied to t
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
@@ -29,11 +30,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from sdfm.io import atomic_torch_save
 from sdfm.ot.chi2 import chi2_unbiased
 from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, augment_keys, augment_queries, reduce_scores
 from sdfm.ot.potential import SemidiscretePotential
 
-__all__ = ["SolverConfig", "SemidiscreteSolver", "fit_potential", "gap_scale"]
+__all__ = ["PotentialDiverged", "SolverConfig", "SemidiscreteSolver", "fit_potential", "gap_scale"]
+
+
+class PotentialDiverged(RuntimeError):
+    """The chi^2 of the potential became NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,10 @@ class SolverConfig:
         averaging: ``"ema"``, ``"polyak"`` (running mean after ``burn_in`` steps) or ``"none"``.
         ema_decay: decay of the exponential moving average.
         burn_in: fraction of the steps skipped by the Polyak average.
-        init: ``"voronoi"`` (``g = -|y|^2 / 2``, nearest-neighbour cells) or ``"zero"``.
+        init: ``"multiscale"`` (coarse-to-fine, see :meth:`SemidiscreteSolver.coarse_to_fine`),
+            ``"gaussian"``, ``"voronoi"`` or ``"zero"`` (see :func:`initial_potential`).
+        coarsen_factor: ratio of point counts between two levels of the multiscale init.
+        coarsest: below this many points the multiscale init starts from ``"gaussian"``.
         eval_every: steps between chi^2 evaluations of the averaged potential.
         eval_batch: source samples per chi^2 evaluation.
         chi2_threshold: stop as soon as an evaluation reaches it.
@@ -71,7 +80,9 @@ class SolverConfig:
     averaging: str = "ema"
     ema_decay: float = 0.999
     burn_in: float = 0.5
-    init: str = "voronoi"
+    init: str = "multiscale"
+    coarsen_factor: int = 8
+    coarsest: int = 512
     eval_every: int = 500
     eval_batch: int = 65536
     chi2_threshold: float | None = None
@@ -85,8 +96,8 @@ class SolverConfig:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.averaging not in ("ema", "polyak", "none"):
             raise ValueError(f"averaging must be 'ema', 'polyak' or 'none', got {self.averaging!r}")
-        if self.init not in ("voronoi", "zero"):
-            raise ValueError(f"init must be 'voronoi' or 'zero', got {self.init!r}")
+        if self.init not in ("multiscale", "gaussian", "voronoi", "zero"):
+            raise ValueError(f"init must be 'multiscale', 'gaussian', 'voronoi' or 'zero', got {self.init!r}")
 
 
 def gap_scale(x: Tensor, keys: Tensor, epsilon: float, block_elems: int = DEFAULT_BLOCK_ELEMS) -> float:
@@ -105,6 +116,40 @@ class SemidiscreteSolver:
     def __init__(self, config: SolverConfig | None = None, **overrides) -> None:
         self.config = replace(config or SolverConfig(), **overrides)
 
+    def coarse_to_fine(self, y: Tensor, b: Tensor, epsilon: float, seed: int) -> Tensor:
+        """Starting potential from a fit on a subsample, extended to every point to first order.
+
+        A random ``1 / coarsen_factor`` subsample c (weights: the target mass of the points
+        nearest to each) is fitted first, recursively, with half the steps. With ``xbar_c`` the
+        barycentre of the source mass of cell c (the gradient of the conjugate potential at
+        y_c), each point j whose nearest subsample point is c gets
+
+            g_j = g_c + <xbar_c, y_c - y_j>,
+
+        so the points of a coarse cell tie at its barycentre and split the cell linearly. The
+        slow, large-scale part of the potential (mass moved across clusters) is settled on the
+        cheap coarse problem, leaving the fine level only local corrections.
+        """
+        cfg = self.config
+        n, d = y.shape
+        if n < cfg.coarsest * cfg.coarsen_factor // 2:
+            return initial_potential(y, "gaussian")
+        gen = torch.Generator().manual_seed(seed + 1_000_003)
+        coarse_idx = torch.randperm(n, generator=gen)[: max(cfg.coarsest // 2, n // cfg.coarsen_factor)].to(y.device)
+        centres = y[coarse_idx]
+        owner = _nearest(y, centres, cfg.block_elems)
+        coarse_b = torch.zeros(len(coarse_idx), dtype=torch.float64, device=y.device).index_add_(0, owner, b)
+        coarse_b = coarse_b.clamp(min=float(b.min()) * 1e-3)
+        coarse = SemidiscreteSolver(cfg, steps=max(cfg.steps // 2, cfg.eval_every), chi2_threshold=None,
+                                    progress=False)(centres, epsilon=epsilon, weights=coarse_b, seed=seed + 1)
+        x = torch.randn(max(64 * len(coarse_idx), 65536), d, generator=gen, dtype=y.dtype).to(y.device)
+        cell = coarse.assign(x)
+        sums = torch.zeros(len(coarse_idx), d, dtype=torch.float64, device=y.device).index_add_(0, cell, x.double())
+        counts = torch.bincount(cell, minlength=len(coarse_idx)).to(torch.float64)
+        xbar = sums / counts.clamp(min=1)[:, None]
+        g_c = coarse.g.to(torch.float64)
+        return g_c[owner] + ((xbar[owner]) * (centres[owner] - y).to(torch.float64)).sum(dim=1)
+
     def __call__(
         self,
         y: Tensor,
@@ -113,7 +158,14 @@ class SemidiscreteSolver:
         weights: Tensor | None = None,
         seed: int = 0,
         callback: Callable[[int, dict], None] | None = None,
+        checkpoint: str | Path | None = None,
     ) -> SemidiscretePotential:
+        """Fit and return the averaged potential.
+
+        With ``checkpoint``, the solver state (iterate, average, momentum, random generator,
+        curve) is written there atomically after every evaluation, and a run started with an
+        existing checkpoint resumes from it: the result equals that of an uninterrupted run.
+        """
         cfg = self.config
         if epsilon < 0 or not math.isfinite(epsilon):
             raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon}")
@@ -127,9 +179,10 @@ class SemidiscreteSolver:
         log_b = b.log()
         gen = torch.Generator(device=device).manual_seed(seed)
 
-        g = torch.zeros(n, dtype=torch.float64, device=device)
-        if cfg.init == "voronoi":
-            g -= 0.5 * y.to(torch.float64).square().sum(dim=1)
+        if cfg.init == "multiscale":
+            g = self.coarse_to_fine(y, b, epsilon, seed)
+        else:
+            g = initial_potential(y, cfg.init)
         keys = augment_keys(y, g, epsilon, log_b)
 
         def sample(count: int) -> Tensor:
@@ -139,46 +192,109 @@ class SemidiscreteSolver:
         lr0 = cfg.lr if cfg.lr is not None else cfg.lr_scale * scale / float(b.min())
         if cfg.optimizer == "adam":
             lr0 = cfg.lr if cfg.lr is not None else cfg.lr_scale * scale
-            adam_m, adam_v = torch.zeros_like(g), torch.zeros_like(g)
 
-        velocity = torch.zeros_like(g)
-        g_avg = g.clone()
-        n_avg = 0
-        history = {"step": [], "chi2": [], "lr0": lr0, "gap_scale": scale, "config": asdict(cfg)}
-        bar = tqdm(total=cfg.steps, desc=f"potential eps={epsilon:.3g}", disable=not cfg.progress, leave=False)
-        step = 0
-        for step in range(1, cfg.steps + 1):
-            reduction = reduce_scores(augment_queries(sample(cfg.batch_size)), keys, epsilon, block_elems=cfg.block_elems)
+        state = {"step": 0, "g": g, "velocity": torch.zeros_like(g), "g_avg": g.clone(), "n_avg": 0,
+                 "history": {"step": [], "chi2": [], "lr0": lr0, "gap_scale": scale, "config": asdict(cfg)}}
+        if cfg.optimizer == "adam":
+            state.update(adam_m=torch.zeros_like(g), adam_v=torch.zeros_like(g))
+        if checkpoint is not None and Path(checkpoint).exists():
+            state = _load_checkpoint(checkpoint, gen, device)
+            keys[:, d] = (state["g"] + epsilon * log_b if epsilon > 0 else state["g"]).to(keys.dtype)
+        g, history = state["g"], state["history"]
+        bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"potential eps={epsilon:.3g}",
+                   disable=not cfg.progress, leave=False)
+        step = state["step"]
+        done = bool(history["chi2"]) and cfg.chi2_threshold is not None and history["chi2"][-1] <= cfg.chi2_threshold
+        while not done and step < cfg.steps:
+            step += 1
+            reduction = reduce_scores(
+                augment_queries(sample(cfg.batch_size)), keys, epsilon, need_mass_sq=False, block_elems=cfg.block_elems
+            )
             grad = b - reduction.mass / cfg.batch_size
             lr = lr0 * (1.0 + step / cfg.decay_steps) ** (-cfg.decay_power)
-            if cfg.optimizer == "sgd" and cfg.momentum > 0:
-                velocity.mul_(cfg.momentum).add_(grad)
-                g += lr * (grad + cfg.momentum * velocity)
-            elif cfg.optimizer == "sgd":
-                g += lr * grad
-            else:
-                adam_m.mul_(0.9).add_(grad, alpha=0.1)
-                adam_v.mul_(0.999).addcmul_(grad, grad, value=0.001)
-                m_hat = adam_m / (1 - 0.9**step)
-                v_hat = adam_v / (1 - 0.999**step)
-                g += lr * m_hat / (v_hat.sqrt() + 1e-12)
+            _ascent_step(cfg, state, grad, lr, step)
             g -= (b * g).sum()  # the semi-dual is invariant to constant shifts; keep <b, g> = 0
             keys[:, d] = (g + epsilon * log_b if epsilon > 0 else g).to(keys.dtype)
-            g_avg, n_avg = _average(cfg, g, g_avg, n_avg, step)
+            state["g_avg"], state["n_avg"] = _average(cfg, g, state["g_avg"], state["n_avg"], step)
             bar.update(1)
 
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                chi2 = _evaluate_chi2(sample(cfg.eval_batch), y, g_avg, epsilon, b, log_b, cfg.block_elems)
+                chi2 = _evaluate_chi2(sample(cfg.eval_batch), y, state["g_avg"], epsilon, b, log_b, cfg.block_elems)
+                if not math.isfinite(chi2):
+                    raise PotentialDiverged(f"chi^2 of the potential became {chi2} at step {step}: lower lr_scale")
                 history["step"].append(step)
                 history["chi2"].append(chi2)
                 bar.set_postfix(chi2=f"{chi2:.4f}")
                 if callback is not None:
                     callback(step, {"chi2": chi2, "lr": lr})
-                if cfg.chi2_threshold is not None and chi2 <= cfg.chi2_threshold:
-                    break
+                state["step"] = step
+                if checkpoint is not None:
+                    _save_checkpoint(checkpoint, state, gen)
+                done = cfg.chi2_threshold is not None and chi2 <= cfg.chi2_threshold
         bar.close()
         history["steps_run"] = step
-        return SemidiscretePotential(y, g_avg.to(y.dtype), epsilon, b, history, cfg.block_elems)
+        history["diverging"] = _is_diverging(history["chi2"])
+        return SemidiscretePotential(y, state["g_avg"].to(y.dtype), epsilon, b, history, cfg.block_elems)
+
+
+def _nearest(points: Tensor, centres: Tensor, block_elems: int) -> Tensor:
+    """Index of the nearest centre (Euclidean) of each point: a MIPS against ``[c, -|c|^2 / 2]``."""
+    keys = augment_keys(centres, -0.5 * centres.to(torch.float64).square().sum(dim=1))
+    return reduce_scores(augment_queries(points), keys, 0.0, need_mass=False, block_elems=block_elems).index
+
+
+def initial_potential(y: Tensor, init: str) -> Tensor:
+    """Starting potential (float64): the conjugate of a simple map from N(0, I) to the data.
+
+    * ``"gaussian"``: the OT map to the Gaussian fit N(m, S) of the data, ``x -> m + S^(1/2) x``,
+      whose conjugate potential gives ``g_j = -1/2 (y_j - m)^T S^(-1/2) (y_j - m)``; each cell
+      starts where the affine map sends it, at the right scale.
+    * ``"voronoi"``: the identity map, ``g_j = -|y_j|^2 / 2`` (nearest-neighbour cells).
+    * ``"zero"``: ``g = 0``.
+    """
+    y64 = y.to(torch.float64)
+    if init == "zero":
+        return torch.zeros(y.shape[0], dtype=torch.float64, device=y.device)
+    if init == "voronoi" or y.shape[0] < 2:
+        return -0.5 * y64.square().sum(dim=1)
+    centred = y64 - y64.mean(dim=0)
+    cov = centred.T @ centred / (y.shape[0] - 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    floor = 1e-6 * float(evals.max().clamp(min=1e-12))
+    inv_sqrt = (evecs * evals.clamp(min=floor).rsqrt()) @ evecs.T
+    return -0.5 * ((centred @ inv_sqrt) * centred).sum(dim=1)
+
+
+def _ascent_step(cfg: SolverConfig, state: dict, grad: Tensor, lr: float, step: int) -> None:
+    """One ascent step on g in place: plain or Nesterov SGD, or Adam."""
+    g = state["g"]
+    if cfg.optimizer == "adam":
+        state["adam_m"].mul_(0.9).add_(grad, alpha=0.1)
+        state["adam_v"].mul_(0.999).addcmul_(grad, grad, value=0.001)
+        m_hat = state["adam_m"] / (1 - 0.9**step)
+        v_hat = state["adam_v"] / (1 - 0.999**step)
+        g += lr * m_hat / (v_hat.sqrt() + 1e-12)
+    elif cfg.momentum > 0:
+        state["velocity"].mul_(cfg.momentum).add_(grad)
+        g += lr * (grad + cfg.momentum * state["velocity"])
+    else:
+        g += lr * grad
+
+
+def _is_diverging(curve: list[float]) -> bool:
+    """True when the last chi^2 is more than twice the best one seen (and above 0.05)."""
+    return bool(curve) and curve[-1] > max(2 * min(curve), 0.05)
+
+
+def _save_checkpoint(path, state: dict, gen: torch.Generator) -> None:
+    atomic_torch_save({**{k: (v.cpu() if torch.is_tensor(v) else v) for k, v in state.items()},
+                       "generator": gen.get_state()}, path)
+
+
+def _load_checkpoint(path, gen: torch.Generator, device) -> dict:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    gen.set_state(saved.pop("generator"))
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in saved.items()}
 
 
 def _target_weights(weights: Tensor | None, n: int, device) -> Tensor:
@@ -220,6 +336,7 @@ def fit_potential(
     device: str | torch.device | None = None,
     chi2_threshold: float | None = None,
     callback: Callable[[int, dict], None] | None = None,
+    checkpoint: str | Path | None = None,
     **options,
 ) -> SemidiscretePotential:
     """Fit the semidiscrete dual potential from N(0, I_d) to the points ``y``.
@@ -235,6 +352,7 @@ def fit_potential(
         device: where to compute (default: where ``y`` lives).
         chi2_threshold: stop once the chi^2 estimate of the averaged potential reaches it.
         callback: called as ``callback(step, {"chi2": ..., "lr": ...})`` at every evaluation.
+        checkpoint: file to checkpoint to and resume from (see :meth:`SemidiscreteSolver.__call__`).
         **options: any other :class:`SolverConfig` field.
 
     Returns:
@@ -248,4 +366,4 @@ def fit_potential(
     solver = SemidiscreteSolver(
         SolverConfig(steps=steps, batch_size=batch_size, lr=lr, chi2_threshold=chi2_threshold, **options)
     )
-    return solver(y, epsilon=epsilon, weights=weights, seed=seed, callback=callback)
+    return solver(y, epsilon=epsilon, weights=weights, seed=seed, callback=callback, checkpoint=checkpoint)

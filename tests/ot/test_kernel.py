@@ -43,7 +43,7 @@ def test_soft_reduction_matches_dense(block_elems):
     assert red.index is None
 
 
-def test_gumbel_draw_follows_the_softmax():
+def test_exact_draw_follows_the_softmax():
     x, y, g = _problem(b=1, n=6, d=3)
     eps = 0.5
     queries = augment_queries(x).repeat(60_000, 1)

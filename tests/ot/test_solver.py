@@ -89,3 +89,16 @@ def test_nan_data_is_refused():
     y[1, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         fit_potential(y, progress=False)
+
+
+def test_killed_fit_resumes_bit_identically_from_its_checkpoint(tmp_path):
+    y = torch.randn(300, 3, generator=torch.Generator().manual_seed(9))
+    options = dict(steps=400, batch_size=128, eval_every=100, eval_batch=2048, progress=False)
+    straight = fit_potential(y, **options)
+    # "Kill" after the second evaluation: run a shorter fit that checkpoints, then resume to the end.
+    fit_potential(y, checkpoint=tmp_path / "ckpt.pt", **{**options, "steps": 200})
+    saved = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert saved["step"] == 200
+    resumed = fit_potential(y, checkpoint=tmp_path / "ckpt.pt", **options)
+    assert torch.equal(resumed.g, straight.g)
+    assert resumed.history["chi2"] == straight.history["chi2"]

@@ -1,0 +1,30 @@
+# `make run`: install into .venv, then run the whole comparison on config.yaml.
+# `make test`: install into .venv, then run the test suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= all
+
+.PHONY: install run test test-fast bench clean-results
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# animal-mnist ships its images in the wheel; its declared dependencies are huge and unused.
+	$(BIN)/pip install -q --no-deps animal-mnist==0.4
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile config.yaml
+
+test: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
+
+clean-results:
+	rm -rf results reports/report.md reports/figures .snakemake

@@ -1,0 +1,29 @@
+# sdfm: FM vs OT-FM vs SD-FM. `snakemake --cores all` runs config.yaml; see README.md.
+import json
+import sys
+
+from sdfm.config import ConfigError, dataset_settings, epsilon_label, job_grid, validate_config
+
+
+configfile: "config.yaml"
+
+
+try:
+    config.update(validate_config(config, workflow.source_path("workflow/schemas/config.schema.yaml")))
+except ConfigError as err:
+    sys.stderr.write(f"sdfm: invalid config: {err}\n")
+    sys.exit(1)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/potential.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{R}/metrics.csv",
+        f"{REPORTS}/report.md",

@@ -1,0 +1,208 @@
+"""``sdfm`` command line: one subcommand per Snakemake rule, plus ``validate-config`` and ``compare``.
+
+Settings travel as JSON objects (``--settings '{"steps": 5000}'``) built by the rules from the
+validated config; every subcommand exits non-zero with one line on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not a JSON object: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"steps\": 100}'")
+    return value
+
+
+def _context(args):
+    from sdfm.jobs.common import JobContext, setup_threads
+
+    setup_threads(args.threads)
+    return JobContext(experiment=args.experiment, results_dir=args.results_dir, progress=not args.no_progress)
+
+
+def _cmd_validate(args) -> None:
+    from sdfm.config import job_grid, load_config_file, validate_config
+
+    config = validate_config(load_config_file(args.config))
+    print(f"{args.config}: valid; {len(config['datasets'])} data sets, {len(job_grid(config))} training jobs")
+
+
+def _cmd_prepare(args) -> None:
+    from sdfm.jobs.prepare import prepare_data_job
+
+    digest = prepare_data_job(args.dataset, args.source, args.options, args.out, _context(args))
+    print(f"{args.out}: {digest}")
+
+
+def _cmd_potential(args) -> None:
+    from sdfm.jobs.potential import fit_potential_job
+
+    summary = fit_potential_job(args.data, args.dataset, args.epsilon, args.settings, args.out, args.summary,
+                                _context(args), seed=args.seed, device=args.device)
+    print(f"{args.out}: chi2 {summary['final_chi2']:.4f} after {summary['steps_run']} steps "
+          f"({summary['fit_seconds']:.1f} s)")
+
+
+def _cmd_train(args) -> None:
+    from sdfm.jobs.train import train_job
+
+    stats = train_job(args.data, args.dataset, args.method, args.epsilon, args.seed, args.model, args.train,
+                      args.out, args.checkpoint, _context(args), potential_path=args.potential, device=args.device)
+    print(f"{args.out}: final loss {stats['final_loss']:.4f}, pairing share {stats['pairing_share']:.1%}")
+
+
+def _cmd_evaluate(args) -> None:
+    from sdfm.jobs.evaluate import evaluate_run
+
+    table = evaluate_run(args.data, args.model, args.dataset, args.method, args.epsilon, args.seed,
+                         args.batch_size, args.settings, args.out, _context(args), device=args.device)
+    print(f"{args.out}: {len(table)} rows")
+
+
+def _cmd_aggregate(args) -> None:
+    from sdfm.jobs.aggregate import aggregate_metrics
+
+    table = aggregate_metrics(args.inputs, args.out)
+    print(f"{args.out}: {len(table)} rows")
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _cmd_report(args) -> None:
+    from sdfm.report import write_report
+
+    path = write_report(args.metrics, args.summaries, args.out_dir, {"experiment": args.experiment,
+                                                                    "commit": _git_commit()})
+    print(f"{path}: written")
+
+
+def _cmd_compare(args) -> None:
+    import pandas as pd
+
+    from sdfm.report import format_paper_table, paper_table
+
+    table = pd.read_csv(Path(args.results) / "metrics.csv" if Path(args.results).is_dir() else args.results)
+    for dataset in sorted(table.dataset.unique()):
+        for metric in sorted(table[table.dataset == dataset].metric.unique()):
+            if args.metric and metric != args.metric:
+                continue
+            means, stds = paper_table(table, dataset, metric)
+            print(f"\n{dataset} — {metric} (mean ± std over seeds; best in bold)\n")
+            print(format_paper_table(means, stds))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdfm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def job(name, func, help_text):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--experiment", default="sdfm", help="MLflow experiment name")
+        p.add_argument("--results-dir", default="results", help="where the default MLflow store lives")
+        p.add_argument("--threads", type=int, default=None, help="torch threads (Snakemake's threads:)")
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.set_defaults(func=func)
+        return p
+
+    p = sub.add_parser("validate-config", help="check a workflow config and print the job count")
+    p.add_argument("config")
+    p.set_defaults(func=_cmd_validate)
+
+    p = job("prepare-data", _cmd_prepare, "build and cache a data set")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--source", required=True)
+    p.add_argument("--options", type=_json, default={})
+    p.add_argument("--out", required=True)
+
+    p = job("fit-potential", _cmd_potential, "fit the semidiscrete potential of a data set")
+    p.add_argument("--data", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--epsilon", type=float, required=True, help="relative epsilon (x std of the cost)")
+    p.add_argument("--settings", type=_json, default={})
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--summary", required=True)
+
+    p = job("train", _cmd_train, "train a velocity field with one coupling")
+    p.add_argument("--data", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--method", required=True, choices=["fm", "otfm", "sdfm"])
+    p.add_argument("--epsilon", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", type=_json, required=True)
+    p.add_argument("--train", type=_json, required=True)
+    p.add_argument("--potential", default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--checkpoint", required=True)
+
+    p = job("evaluate", _cmd_evaluate, "sample a trained model and score it")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--epsilon", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--settings", type=_json, required=True)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("aggregate", help="concatenate evaluation tables into metrics.csv")
+    p.add_argument("--inputs", nargs="*", default=[])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_aggregate)
+
+    p = sub.add_parser("report", help="figures and report.md from metrics.csv")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--summaries", nargs="*", default=[])
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--experiment", default="sdfm")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("compare", help="print the paper-style tables of a results folder")
+    p.add_argument("results", nargs="?", default="results", help="results folder or metrics.csv")
+    p.add_argument("--metric", default=None, help="only this metric")
+    p.set_defaults(func=_cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sdfm`` console script."""
+    args = _parser().parse_args(argv)
+    from sdfm.config import ConfigError
+    from sdfm.data import DataError
+
+    known = (ConfigError, DataError, FileNotFoundError)
+    try:
+        args.func(args)
+    except known as err:
+        print(f"sdfm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - name the failure in one line, keep the traceback for bugs
+        if type(err).__name__ in ("TrainingDiverged", "PotentialDiverged"):
+            print(f"sdfm {args.command}: error: {err}", file=sys.stderr)
+            return 3
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

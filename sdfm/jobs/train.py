@@ -1,0 +1,85 @@
+"""Job ``train``: train one velocity field for (data set, method, relative epsilon, seed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sdfm.couplings import make_coupling
+from sdfm.data import load_prepared
+from sdfm.io import atomic_torch_save, atomic_write_json
+from sdfm.jobs.common import JobContext, pick_device
+from sdfm.models import build_model
+from sdfm.ot import SemidiscretePotential
+from sdfm.tracking import job_run, run_key
+from sdfm.train import TrainConfig, train
+
+__all__ = ["train_job", "load_trained"]
+
+
+def train_job(
+    data_path: str | Path,
+    dataset: str,
+    method: str,
+    epsilon_rel: float,
+    seed: int,
+    model_settings: dict,
+    train_settings: dict,
+    out: str | Path,
+    checkpoint: str | Path,
+    ctx: JobContext,
+    potential_path: str | Path | None = None,
+    device: str | None = None,
+) -> dict:
+    """Train, then save ``{"model": EMA weights, "model_settings", "sample_shape", ...}`` to ``out``."""
+    device = pick_device(device)
+    data = load_prepared(data_path)
+    flat = data.flat_train().to(device)
+    potential = None
+    tags = {"stage": "train", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed}
+    if method == "sdfm":
+        if potential_path is None:
+            raise ValueError("method 'sdfm' needs --potential, the file written by fit-potential")
+        potential = SemidiscretePotential.load(potential_path, y=data.flat_train(), device=device)
+        tags["potential_run_key"] = run_key({"path": str(Path(potential_path).resolve())})
+        tags["potential_mlflow_run_id"] = potential.history.get("mlflow_run_id", "")
+    coupling = make_coupling(method, flat, epsilon_rel=epsilon_rel, potential=potential)
+    model_kwargs = {k: v for k, v in model_settings.items() if k != "kind"}
+    if model_settings["kind"] == "unet" and "channel_mults" in model_kwargs:
+        model_kwargs["channel_mults"] = tuple(model_kwargs["channel_mults"])
+        model_kwargs["attention_resolutions"] = tuple(model_kwargs.get("attention_resolutions", ()))
+    torch.manual_seed(seed)
+    model = build_model(model_settings["kind"], data.sample_shape, **model_kwargs).to(device)
+    config = TrainConfig(seed=seed, progress=ctx.progress, **train_settings)
+    key = {"stage": "train", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed,
+           "model": model_settings, "train": train_settings}
+    name = f"train/{dataset}/{method}/eps{epsilon_rel:g}/seed{seed}"
+    with job_run(ctx.experiment, name, key, tags, ctx.results_dir) as run:
+        run.log_params({"method": method, "epsilon_rel": epsilon_rel, "seed": seed,
+                        **{f"model.{k}": v for k, v in model_settings.items()},
+                        **{f"train.{k}": v for k, v in train_settings.items()}})
+        result = train(model, coupling, config, sample_shape=data.sample_shape, checkpoint_path=checkpoint,
+                       log_fn=lambda step, values: run.log_metrics(values, step=step))
+        stats = {"pairing_seconds": result.pairing_seconds, "step_seconds": result.step_seconds,
+                 "pairing_share": result.pairing_seconds / max(result.pairing_seconds + result.step_seconds, 1e-12),
+                 "final_loss": result.losses[-1] if result.losses else float("nan")}
+        run.log_metrics(stats)
+        atomic_torch_save({"model": result.ema_model.state_dict(), "model_settings": model_settings,
+                           "sample_shape": list(data.sample_shape), "num_classes": data.num_classes,
+                           "train_stats": stats, "mlflow_run_id": run.run_id}, out)
+        atomic_write_json(Path(out).with_suffix(".json"), {**tags, **stats, "mlflow_run_id": run.run_id})
+    return stats
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the (EMA) velocity field saved by :func:`train_job`; return ``(model, saved_state)``."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    settings = state["model_settings"]
+    kwargs = {k: v for k, v in settings.items() if k != "kind"}
+    for key in ("channel_mults", "attention_resolutions"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    model = build_model(settings["kind"], tuple(state["sample_shape"]), **kwargs)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state

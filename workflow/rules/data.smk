@@ -1,0 +1,17 @@
+rule prepare_data:
+    output:
+        f"{R}/data/{{dataset}}.npz",
+    params:
+        source=lambda wc: config["datasets"][wc.dataset]["source"],
+        options=lambda wc: json.dumps(config["datasets"][wc.dataset].get("options", {})),
+    log:
+        f"{R}/logs/prepare/{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/prepare/{{dataset}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "sdfm prepare-data {JOB_ARGS} --threads {threads} --dataset {wildcards.dataset} "
+        "--source {params.source} --options '{params.options}' --out {output} > {log} 2>&1"

@@ -116,7 +116,7 @@ class SemidiscreteSolver:
     def __init__(self, config: SolverConfig | None = None, **overrides) -> None:
         self.config = replace(config or SolverConfig(), **overrides)
 
-    def coarse_to_fine(self, y: Tensor, b: Tensor, epsilon: float, seed: int) -> Tensor:
+    def coarse_to_fine(self, y: Tensor, b: Tensor, epsilon: float, seed: int, source=None) -> Tensor:
         """Starting potential from a fit on a subsample, extended to every point to first order.
 
         A random ``1 / coarsen_factor`` subsample c (weights: the target mass of the points
@@ -141,8 +141,11 @@ class SemidiscreteSolver:
         coarse_b = torch.zeros(len(coarse_idx), dtype=torch.float64, device=y.device).index_add_(0, owner, b)
         coarse_b = coarse_b.clamp(min=float(b.min()) * 1e-3)
         coarse = SemidiscreteSolver(cfg, steps=max(cfg.steps // 2, cfg.eval_every), chi2_threshold=None,
-                                    progress=False)(centres, epsilon=epsilon, weights=coarse_b, seed=seed + 1)
-        x = torch.randn(max(64 * len(coarse_idx), 65536), d, generator=gen, dtype=y.dtype).to(y.device)
+                                    progress=False)(centres, epsilon=epsilon, weights=coarse_b, seed=seed + 1,
+                                                    source=source)
+        count = max(64 * len(coarse_idx), 65536)
+        x = source(count, gen) if source is not None else torch.randn(count, d, generator=gen, dtype=y.dtype)
+        x = x.to(y.device, y.dtype)
         cell = coarse.assign(x)
         sums = torch.zeros(len(coarse_idx), d, dtype=torch.float64, device=y.device).index_add_(0, cell, x.double())
         counts = torch.bincount(cell, minlength=len(coarse_idx)).to(torch.float64)
@@ -159,8 +162,13 @@ class SemidiscreteSolver:
         seed: int = 0,
         callback: Callable[[int, dict], None] | None = None,
         checkpoint: str | Path | None = None,
+        source: Callable[[int, torch.Generator], Tensor] | None = None,
     ) -> SemidiscretePotential:
         """Fit and return the averaged potential.
+
+        ``source(count, generator)`` draws source samples of dimension d (default N(0, I_d));
+        a class-conditional fit draws ``[x, sqrt(beta) e_z]`` with z from the label
+        distribution (see :func:`sdfm.couplings.augment_with_labels`).
 
         With ``checkpoint``, the solver state (iterate, average, momentum, random generator,
         curve) is written there atomically after every evaluation, and a run started with an
@@ -180,12 +188,14 @@ class SemidiscreteSolver:
         gen = torch.Generator(device=device).manual_seed(seed)
 
         if cfg.init == "multiscale":
-            g = self.coarse_to_fine(y, b, epsilon, seed)
+            g = self.coarse_to_fine(y, b, epsilon, seed, source)
         else:
             g = initial_potential(y, cfg.init)
         keys = augment_keys(y, g, epsilon, log_b)
 
         def sample(count: int) -> Tensor:
+            if source is not None:
+                return source(count, gen).to(device, y.dtype)
             return torch.randn(count, d, generator=gen, device=device, dtype=y.dtype)
 
         scale = gap_scale(sample(min(cfg.eval_batch, 8192)), keys, epsilon, cfg.block_elems)
@@ -337,6 +347,7 @@ def fit_potential(
     chi2_threshold: float | None = None,
     callback: Callable[[int, dict], None] | None = None,
     checkpoint: str | Path | None = None,
+    source: Callable[[int, torch.Generator], Tensor] | None = None,
     **options,
 ) -> SemidiscretePotential:
     """Fit the semidiscrete dual potential from N(0, I_d) to the points ``y``.
@@ -353,6 +364,7 @@ def fit_potential(
         chi2_threshold: stop once the chi^2 estimate of the averaged potential reaches it.
         callback: called as ``callback(step, {"chi2": ..., "lr": ...})`` at every evaluation.
         checkpoint: file to checkpoint to and resume from (see :meth:`SemidiscreteSolver.__call__`).
+        source: ``source(count, generator) -> (count, d)`` samples of the source (default N(0, I_d)).
         **options: any other :class:`SolverConfig` field.
 
     Returns:
@@ -366,4 +378,5 @@ def fit_potential(
     solver = SemidiscreteSolver(
         SolverConfig(steps=steps, batch_size=batch_size, lr=lr, chi2_threshold=chi2_threshold, **options)
     )
-    return solver(y, epsilon=epsilon, weights=weights, seed=seed, callback=callback, checkpoint=checkpoint)
+    return solver(y, epsilon=epsilon, weights=weights, seed=seed, callback=callback, checkpoint=checkpoint,
+                  source=source)

@@ -123,7 +123,9 @@ def reduce_scores(
             # logsumexp by hand (torch's is several times slower on CPU); the column sums of
             # pi = exp(s - max) / rowsum are GEMVs with 1 / rowsum, not a normalised copy.
             row_max = scores.amax(dim=1, keepdim=True)
-            unnormalised = scores.sub_(row_max).exp_()
+            # exp of inputs below about -87 takes a slow subnormal path on CPU (up to 16x); terms
+            # below e^-40 change a row sum by at most N * 4e-18 relative, so clamp them first.
+            unnormalised = scores.sub_(row_max).clamp_(min=-40.0).exp_()
             row_sum = unnormalised.sum(dim=1)
             values.append(epsilon * (row_max.squeeze(1) + row_sum.log()))
             if need_mass:
@@ -131,6 +133,7 @@ def reduce_scores(
                 mass += (inverse @ unnormalised).to(torch.float64)
                 if mass_sq is not None:
                     mass_sq += (inverse.square() @ unnormalised.square_()).to(torch.float64)
+        del scores  # free this block before the next matmul allocates one
     return Reduction(
         value=torch.cat(values),
         index=torch.cat(indices) if epsilon == 0 else None,
@@ -172,7 +175,7 @@ def sample_assignment(
             pick = torch.multinomial(probs, 1, generator=generator).squeeze(1)
             chosen.append(best.indices.gather(1, pick[:, None]).squeeze(1))
         else:
-            weights = scores.sub_(scores.amax(dim=1, keepdim=True)).exp_()
+            weights = scores.sub_(scores.amax(dim=1, keepdim=True)).clamp_(min=-40.0).exp_()
             cdf = weights.cumsum(dim=1, dtype=torch.float64)
             u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=torch.float64)
             chosen.append(torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1).clamp_(max=n_keys - 1))

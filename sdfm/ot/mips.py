@@ -191,7 +191,8 @@ def choose_backend(n_keys: int, dim: int, n_queries: int, device: str | torch.de
     ======== ===== ========== ========== ========== ==========
 
     (Wall time with 2 threads on the loaded machine agreed: faiss 1.3-14x slower from N = 1e4,
-    a tie within noise at N = 1e3.) faiss-cpu's flat index reduces BLAS tiles of 1024 keys
+    a tie within noise at N = 1e3; so did whole SGD steps in ``benchmarks/bench_kernel.py``,
+    faiss 1.5-5x slower at N = 1e4-1e5, d = 64-784, B = 256.) faiss-cpu's flat index reduces BLAS tiles of 1024 keys
     through a heap, while torch takes one argmax over a contiguous row block. On CUDA nothing
     was measured yet (faiss-gpu is not a dependency): torch until a GPU run fills
     ``FAISS_WINS["cuda"]``.

@@ -2,7 +2,7 @@
 import json
 import sys
 
-from sdfm.config import ConfigError, dataset_settings, epsilon_label, job_grid, validate_config
+from sdfm.config import ConfigError, dataset_settings, epsilon_label, job_grid, needs_feature_net, validate_config
 
 
 configfile: "config.yaml"
@@ -19,6 +19,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/potential.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/feature_net.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

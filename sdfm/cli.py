@@ -50,16 +50,26 @@ def _cmd_potential(args) -> None:
     from sdfm.jobs.potential import fit_potential_job
 
     summary = fit_potential_job(args.data, args.dataset, args.epsilon, args.settings, args.out, args.summary,
-                                _context(args), seed=args.seed, device=args.device)
+                                _context(args), seed=args.seed, device=args.device, conditional=args.conditional)
     print(f"{args.out}: chi2 {summary['final_chi2']:.4f} after {summary['steps_run']} steps "
           f"({summary['fit_seconds']:.1f} s)")
+
+
+def _cmd_feature_net(args) -> None:
+    from sdfm.jobs.feature_net import train_feature_net_job
+
+    stats = train_feature_net_job(args.data, args.dataset, args.settings, args.out, _context(args),
+                                  seed=args.seed, device=args.device)
+    print(f"{args.out}: held-out accuracy {stats['accuracy']:.4f}, test accuracy {stats['test_accuracy']:.4f} "
+          f"({stats['train_seconds']:.1f} s)")
 
 
 def _cmd_train(args) -> None:
     from sdfm.jobs.train import train_job
 
     stats = train_job(args.data, args.dataset, args.method, args.epsilon, args.seed, args.model, args.train,
-                      args.out, args.checkpoint, _context(args), potential_path=args.potential, device=args.device)
+                      args.out, args.checkpoint, _context(args), potential_path=args.potential, device=args.device,
+                      conditional=args.conditional)
     print(f"{args.out}: final loss {stats['final_loss']:.4f}, pairing share {stats['pairing_share']:.1%}")
 
 
@@ -67,7 +77,8 @@ def _cmd_evaluate(args) -> None:
     from sdfm.jobs.evaluate import evaluate_run
 
     table = evaluate_run(args.data, args.model, args.dataset, args.method, args.epsilon, args.seed,
-                         args.batch_size, args.settings, args.out, _context(args), device=args.device)
+                         args.batch_size, args.settings, args.out, _context(args), device=args.device,
+                         feature_net_path=args.feature_net)
     print(f"{args.out}: {len(table)} rows")
 
 
@@ -109,6 +120,10 @@ def _cmd_compare(args) -> None:
             print(format_paper_table(means, stds))
 
 
+def _json_or_null(text: str) -> dict | None:
+    return None if text.strip() in ("", "null", "None") else _json(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdfm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,8 +154,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epsilon", type=float, required=True, help="relative epsilon (x std of the cost)")
     p.add_argument("--settings", type=_json, default={})
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--conditional", type=_json_or_null, default=None, help="'{\"beta\": 1.0}' or null")
     p.add_argument("--out", required=True)
     p.add_argument("--summary", required=True)
+
+    p = job("train-feature-net", _cmd_feature_net, "train the FeatureNet that defines fd_<dataset>")
+    p.add_argument("--data", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--settings", type=_json, default={})
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
 
     p = job("train", _cmd_train, "train a velocity field with one coupling")
     p.add_argument("--data", required=True)
@@ -151,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=_json, required=True)
     p.add_argument("--train", type=_json, required=True)
     p.add_argument("--potential", default=None)
+    p.add_argument("--conditional", type=_json_or_null, default=None, help="'{\"beta\": 1.0}' or null")
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", required=True)
 
@@ -163,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--settings", type=_json, required=True)
+    p.add_argument("--feature-net", default=None, help="FeatureNet file (metric fd)")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("aggregate", help="concatenate evaluation tables into metrics.csv")
@@ -190,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from sdfm.config import ConfigError
     from sdfm.data import DataError
 
-    known = (ConfigError, DataError, FileNotFoundError)
+    known = (ConfigError, DataError, FileNotFoundError, NotImplementedError)
     try:
         args.func(args)
     except known as err:

@@ -21,10 +21,12 @@ from sdfm.data.toy import TOY_DATASETS
 __all__ = [
     "ConfigError",
     "DEFAULT_SCHEMA",
+    "conditional_sdfm_supported",
     "dataset_settings",
     "epsilon_label",
     "job_grid",
     "load_config_file",
+    "needs_feature_net",
     "validate_config",
 ]
 
@@ -41,9 +43,20 @@ BUILTIN_DEFAULTS = {
     },
     "train": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 100, "grad_clip": 1.0,
               "ema_decay": 0.999, "objective": "fm", "checkpoint_every": 500, "log_every": 50},
-    "evaluate": {"solvers": ["euler"], "nfe": [1, 2, 4, 8, 16], "n_samples": 2000, "metrics": ["w2", "energy"]},
+    "evaluate": {
+        "points": {"solvers": ["euler"], "nfe": [1, 2, 4, 8, 16], "n_samples": 2000, "metrics": ["w2", "energy"]},
+        "images": {"solvers": ["euler"], "nfe": [1, 2, 4, 8, 16], "n_samples": 2000, "metrics": ["fd"],
+                   "guidance": [1.0], "inception_weights": None},
+    },
+    "feature_net": {"epochs": 20, "batch_size": 128, "lr": 1e-3, "feature_dim": 64, "width": 32},
 }
+#: Stages whose built-in defaults depend on the kind of data (points or images).
+_KIND_STAGES = ("model", "evaluate")
+_STAGES = ("potential", "model", "train", "evaluate", "feature_net")
 _STAGES_PER_SOLVER = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+#: Solvers that choose their own NFE: dopri5 (adaptive) and meanflow (always 1 and 2 steps).
+_OWN_NFE_SOLVERS = ("dopri5", "meanflow")
+_IMAGE_METRICS = ("fd", "fid", "kid")
 _MODEL_KEYS = {
     "mlp": {"kind", "hidden", "depth", "time_embed_dim"},
     "unet": {"kind", "base_channels", "channel_mults", "num_res_blocks", "attention_resolutions", "dropout"},
@@ -112,7 +125,10 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
                 f"config key 'datasets.{name}.model.{stray[0]}' does not apply to a {model['kind']} model; "
                 f"its keys are {', '.join(sorted(_MODEL_KEYS[model['kind']]))}"
             )
+        _check_image_track(config, name, merged)
         for solver in merged["evaluate"]["solvers"]:
+            if solver in _OWN_NFE_SOLVERS:
+                continue
             for nfe in merged["evaluate"]["nfe"]:
                 stages = _STAGES_PER_SOLVER.get(solver, 1)
                 if nfe % stages:
@@ -145,15 +161,88 @@ def _check_dataset(name: str, entry: dict) -> None:
         raise ConfigError(f"config key 'datasets.{name}.options.path': {path} does not exist; point it at the local data")
 
 
+def _where(config: dict, name: str, stage: str, key: str) -> str:
+    """The config key a merged setting came from: the dataset's entry if it sets it, else the top level."""
+    if key in config["datasets"][name].get(stage, {}):
+        return f"datasets.{name}.{stage}.{key}"
+    return f"{stage}.{key}"
+
+
+def conditional_sdfm_supported() -> bool:
+    """Whether ``sdfm.ot.fit_potential`` takes a ``source`` sampler (needed by conditional SD-FM)."""
+    from sdfm.ot import fit_potential
+
+    return "source" in inspect.signature(fit_potential).parameters
+
+
+def _check_image_track(config: dict, name: str, merged: dict) -> None:
+    """Image metrics, Inception weights, MeanFlow sampling and conditional settings of one data set."""
+    evaluate, images = merged["evaluate"], merged["kind"] == "images"
+    metrics = evaluate["metrics"]
+    for metric in metrics:
+        if metric in _IMAGE_METRICS and not images:
+            raise ConfigError(
+                f"config key '{_where(config, name, 'evaluate', 'metrics')}': '{metric}' is for image data sets, "
+                f"and '{name}' holds points; use w2, energy or curvature"
+            )
+    if "kid" in metrics and not {"fd", "fid"} & set(metrics):
+        raise ConfigError(
+            f"config key '{_where(config, name, 'evaluate', 'metrics')}': 'kid' is computed in the feature space "
+            f"of 'fd' or 'fid'; add one of them"
+        )
+    weights = evaluate.get("inception_weights")
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(
+            f"config key '{_where(config, name, 'evaluate', 'inception_weights')}': {weights} does not exist; "
+            f"point it at a local copy of torch-fidelity's weights-inception-2015-12-05-6726825d.pth"
+        )
+    if "fid" in metrics and weights is None:
+        raise ConfigError(
+            f"config key '{_where(config, name, 'evaluate', 'inception_weights')}' is required by metric 'fid': "
+            f"give a local Inception weights file, or use 'fd' (the data set's FeatureNet)"
+        )
+    if "meanflow" in evaluate["solvers"] and merged["train"]["objective"] != "meanflow":
+        raise ConfigError(
+            f"config key '{_where(config, name, 'evaluate', 'solvers')}': solver 'meanflow' needs "
+            f"train.objective 'meanflow'; drop it or train a MeanFlow model"
+        )
+    if merged["conditional"] is not None:
+        if not images:
+            raise ConfigError(
+                f"config key 'datasets.{name}.conditional': '{name}' holds unlabelled points; "
+                f"conditional generation needs a labelled image set"
+            )
+        if "sdfm" in config["methods"] and not conditional_sdfm_supported():
+            raise ConfigError(
+                f"config key 'datasets.{name}.conditional': conditional SD-FM is not implemented yet "
+                f"(sdfm.ot.fit_potential has no source-sampler hook); drop 'conditional' or method 'sdfm'"
+            )
+
+
 def dataset_settings(config: dict, name: str) -> dict:
-    """Merged settings of one dataset: built-in defaults < top level < the dataset's own entry."""
+    """Merged settings of one dataset: built-in defaults < top level < the dataset's own entry.
+
+    Besides the stages, the result holds ``source``, ``options``, ``kind`` (points or images) and
+    ``conditional`` (the entry's ``{"beta": ...}`` or None). A MeanFlow model
+    (``train.objective: meanflow``) is always evaluated with solver ``meanflow`` too.
+    """
     entry = config["datasets"][name]
     kind = "points" if entry["source"] in TOY_DATASETS else "images"
-    merged = {"source": entry["source"], "options": dict(entry.get("options", {})), "kind": kind}
-    for stage in ("potential", "model", "train", "evaluate"):
-        base = BUILTIN_DEFAULTS[stage][kind] if stage == "model" else BUILTIN_DEFAULTS[stage]
-        merged[stage] = {**base, **config.get(stage, {}), **entry.get(stage, {})}
+    merged = {"source": entry["source"], "options": dict(entry.get("options", {})), "kind": kind,
+              "conditional": copy.deepcopy(entry.get("conditional"))}
+    for stage in _STAGES:
+        base = BUILTIN_DEFAULTS[stage][kind] if stage in _KIND_STAGES else BUILTIN_DEFAULTS[stage]
+        merged[stage] = copy.deepcopy({**base, **config.get(stage, {}), **entry.get(stage, {})})
+    solvers = merged["evaluate"]["solvers"]
+    if merged["train"]["objective"] == "meanflow" and "meanflow" not in solvers:
+        merged["evaluate"]["solvers"] = ["meanflow", *solvers]
     return merged
+
+
+def needs_feature_net(config: dict, name: str) -> bool:
+    """Whether the evaluation of data set ``name`` needs its FeatureNet (metric ``fd``)."""
+    merged = dataset_settings(config, name)
+    return merged["kind"] == "images" and "fd" in merged["evaluate"]["metrics"]
 
 
 def epsilon_label(epsilon: float) -> str:

@@ -21,7 +21,26 @@ __all__ = ["summarise", "paper_table", "plot_metric_vs_nfe", "plot_chi2_curves",
 
 METHOD_COLORS = {"fm": "#4d4d4d", "otfm": "#1f77b4", "sdfm": "#d62728"}
 METHOD_NAMES = {"fm": "FM (independent)", "otfm": "OT-FM (batch OT)", "sdfm": "SD-FM (semidiscrete)"}
-METRIC_NAMES = {"w2": "W2 to held-out data", "energy": "energy distance", "curvature": "path curvature"}
+METRIC_NAMES = {"w2": "W2 to held-out data", "energy": "energy distance", "curvature": "path curvature",
+                "fid": "FID (Inception-v3)", "kid": "KID (Inception-v3)"}
+
+
+def metric_name(metric: str) -> str:
+    """Human-readable name of a metric column value (``fd_<dataset>``: Frechet distance in its FeatureNet)."""
+    if metric in METRIC_NAMES:
+        return METRIC_NAMES[metric]
+    for prefix, what in (("fd_", "FD"), ("kid_", "KID")):
+        if metric.startswith(prefix):
+            return f"{metric} ({what} in the {metric[len(prefix):]} FeatureNet)"
+    return metric
+
+
+def _column_order(column: str) -> tuple:
+    """Sort key of a paper-table column: by solver name, then NFE as a number; dopri5 last."""
+    solver, _, nfe = column.rpartition(" ")
+    if not solver:
+        return (1, column, 0)
+    return (0, solver, int(nfe) if nfe.isdigit() else 0)
 
 
 def variant_label(method: str, epsilon: float) -> str:
@@ -38,9 +57,10 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 def paper_table(table: pd.DataFrame, dataset: str, metric: str, columns: list[tuple[str, int]] | None = None) -> pd.DataFrame:
     """Rows method / epsilon, columns solver-NFE (the papers' layout), cells ``mean +- std``."""
     stats = summarise(table[(table.dataset == dataset) & (table.metric == metric)])
-    stats["column"] = stats.apply(lambda r: f"{r.solver} {int(r.nfe)}" if r.solver != "dopri5" else "dopri5", axis=1)
+    stats["column"] = stats.apply(lambda r: r.solver if r.solver.startswith("dopri5") else f"{r.solver} {int(r.nfe)}", axis=1)
     stats["row"] = stats.apply(lambda r: variant_label(r.method, r.epsilon), axis=1)
     means = stats.pivot_table(index="row", columns="column", values="mean")
+    means = means[sorted(means.columns, key=_column_order)]
     stds = stats.pivot_table(index="row", columns="column", values="std").reindex_like(means)
     if columns:
         wanted = [f"{s} {n}" if s != "dopri5" else "dopri5" for s, n in columns]
@@ -89,7 +109,7 @@ def plot_metric_vs_nfe(table: pd.DataFrame, dataset: str, out_dir: str | Path, s
                             color=METHOD_COLORS.get(method), alpha=0.15, lw=0)
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"NFE ({solver})")
-        ax.set_ylabel(METRIC_NAMES.get(metric, metric))
+        ax.set_ylabel(metric_name(metric))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, frameon=False)
     fig.suptitle(f"{dataset}: sample quality vs number of function evaluations")
@@ -137,7 +157,7 @@ def write_report(metrics_csv: str | Path, summaries: list[str | Path], out_dir: 
             lines.append("")
         for metric in sorted(table[table.dataset == dataset].metric.unique()):
             means, stds = paper_table(table, dataset, metric)
-            lines += [f"### {METRIC_NAMES.get(metric, metric)} (mean ± std over seeds; best in bold)", "",
+            lines += [f"### {metric_name(metric)} (mean ± std over seeds; best in bold)", "",
                       format_paper_table(means, stds), ""]
     report = out_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")

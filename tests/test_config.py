@@ -80,3 +80,70 @@ def test_bad_config_names_the_key_in_one_line(path, value, key):
     message = str(info.value)
     assert f"'{key}'" in message
     assert "\n" not in message
+
+
+# --- the image track: image metrics, Inception weights, MeanFlow sampling, conditional generation ---
+
+DIGITS = {"source": "digits"}
+
+IMAGE_BAD = [
+    (("evaluate", "metrics"), ["fd"], "evaluate.metrics"),  # fd on the 2-D moons
+    (("datasets", "moons", "evaluate"), {"metrics": ["w2", "fid"]}, "datasets.moons.evaluate.metrics"),
+    (("evaluate", "inception_weights"), "/no/such/weights.pth", "evaluate.inception_weights"),
+    (("datasets", "moons", "conditional"), {"beta": 1.0}, "datasets.moons.conditional"),
+    (("datasets", "moons", "conditional"), {"beta": -1.0}, "datasets.moons.conditional.beta"),
+    (("evaluate", "guidance"), [-1.0], "evaluate.guidance.0"),
+    (("feature_net", "epochs"), 0, "feature_net.epochs"),
+]
+
+
+@pytest.mark.parametrize("path,value,key", IMAGE_BAD, ids=[b[2] for b in IMAGE_BAD])
+def test_bad_image_settings_name_the_key_in_one_line(path, value, key):
+    with pytest.raises(ConfigError) as info:
+        validate_config(_with(path, value))
+    assert f"'{key}'" in str(info.value) and "\n" not in str(info.value)
+
+
+def _digits(**entry):
+    config = copy.deepcopy(GOOD)
+    config["datasets"] = {"digits": {**DIGITS, **entry}}
+    return config
+
+
+def test_image_sets_default_to_fd_and_a_unet():
+    merged = dataset_settings(validate_config(_digits()), "digits")
+    assert merged["kind"] == "images" and merged["model"]["kind"] == "unet"
+    assert merged["evaluate"]["metrics"] == ["fd"] and merged["evaluate"]["guidance"] == [1.0]
+    assert merged["conditional"] is None and merged["feature_net"]["epochs"] >= 1
+
+
+def test_fid_needs_a_local_inception_weights_file(tmp_path):
+    with pytest.raises(ConfigError, match="'evaluate.inception_weights' is required by metric 'fid'"):
+        validate_config(_digits(evaluate={"metrics": ["fid"]}))
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"w")
+    config = validate_config(_digits(evaluate={"metrics": ["fid", "kid"], "inception_weights": str(weights)}))
+    assert dataset_settings(config, "digits")["evaluate"]["inception_weights"] == str(weights)
+
+
+def test_kid_alone_has_no_feature_space():
+    with pytest.raises(ConfigError, match="'datasets.digits.evaluate.metrics'.*'kid'"):
+        validate_config(_digits(evaluate={"metrics": ["kid"]}))
+
+
+def test_meanflow_models_get_the_meanflow_solver_and_others_may_not_use_it():
+    merged = dataset_settings(validate_config(_digits(train={"objective": "meanflow"})), "digits")
+    assert merged["evaluate"]["solvers"] == ["meanflow", "euler"]
+    with pytest.raises(ConfigError, match="'datasets.digits.evaluate.solvers'.*meanflow"):
+        validate_config(_digits(evaluate={"solvers": ["meanflow"]}))
+
+
+def test_conditional_settings_and_the_sdfm_hook(monkeypatch):
+    config = validate_config(_digits(conditional={"beta": 2.0}, evaluate={"guidance": [1.0, 2.0]}))
+    assert dataset_settings(config, "digits")["conditional"] == {"beta": 2.0}
+    monkeypatch.setattr("sdfm.config.conditional_sdfm_supported", lambda: False)
+    with pytest.raises(ConfigError, match="'datasets.digits.conditional'.*not implemented"):
+        validate_config(_digits(conditional={"beta": 2.0}))
+    no_sdfm = _digits(conditional={"beta": 2.0})
+    no_sdfm["methods"] = {"fm": {}, "otfm": {"epsilons": [0.0]}}
+    validate_config(no_sdfm)

@@ -2,29 +2,73 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from sdfm.data import load_prepared
+from sdfm.couplings import augment_with_labels
+from sdfm.data import DataError, Dataset, load_prepared
 from sdfm.io import atomic_write_json
 from sdfm.jobs.common import JobContext, pick_device
 from sdfm.ot import fit_potential, relative_epsilon
 from sdfm.tracking import job_run
 
-__all__ = ["fit_potential_job", "absolute_epsilon"]
+__all__ = ["fit_potential_job", "absolute_epsilon", "conditional_targets", "label_source"]
+
+Source = Callable[[int, torch.Generator], torch.Tensor]
 
 
-def absolute_epsilon(epsilon_rel: float, y: torch.Tensor, reference_batch: int, seed: int = 0) -> float:
-    """``epsilon_rel * std(C)`` for ``C = -<x, y>`` on a seeded reference batch of noise and data."""
+def absolute_epsilon(epsilon_rel: float, y: torch.Tensor, reference_batch: int, seed: int = 0,
+                     source: Source | None = None) -> float:
+    """``epsilon_rel * std(C)`` for ``C = -<x, y>`` on a seeded reference batch of source and data.
+
+    The source is N(0, I) unless ``source(count, generator)`` is given (conditional fits).
+    """
     if epsilon_rel == 0:
         return 0.0
     gen = torch.Generator().manual_seed(seed)
     n = min(reference_batch, y.shape[0])
     rows = torch.randperm(y.shape[0], generator=gen)[:n]
-    x = torch.randn(n, y.shape[1], generator=gen, dtype=y.dtype)
+    x = source(n, gen).to(y.dtype) if source is not None else torch.randn(n, y.shape[1], generator=gen, dtype=y.dtype)
     return relative_epsilon(epsilon_rel, x, y[rows].cpu())
+
+
+def label_source(labels: torch.Tensor, num_classes: int, beta: float, dim: int) -> Source:
+    """Sampler of the conditional source ``[x, sqrt(beta) e_z]``, x ~ N(0, I_dim), z ~ the labels' distribution.
+
+    ``source(count, generator)`` draws on the generator's device, from that generator only.
+    """
+    copies = {torch.device("cpu"): labels.long().cpu()}  # one copy of the labels per device drawn on
+
+    def draw(count: int, generator: torch.Generator) -> torch.Tensor:
+        device = generator.device
+        if device not in copies:
+            copies[device] = copies[torch.device("cpu")].to(device)
+        x = torch.randn(count, dim, generator=generator, device=device)
+        z = copies[device][torch.randint(len(copies[device]), (count,), generator=generator, device=device)]
+        return augment_with_labels(x, z, num_classes, beta)
+
+    return draw
+
+
+def conditional_targets(data: Dataset, dataset: str, conditional: dict) -> tuple[torch.Tensor, Source]:
+    """The keys ``[y_j, sqrt(beta) e_{z_j}]`` of a conditional potential and its source sampler."""
+    if data.num_classes is None:
+        raise DataError(f"data set {dataset!r} has no labels: remove 'conditional' from its config entry")
+    beta = float(conditional["beta"])
+    y = augment_with_labels(data.flat_train(), data.train_labels, data.num_classes, beta)
+    return y, label_source(data.train_labels, data.num_classes, beta, data.dim)
+
+
+def _check_source_hook() -> None:
+    if "source" not in inspect.signature(fit_potential).parameters:
+        raise NotImplementedError(
+            "conditional SD-FM needs a source-sampler hook in sdfm.ot.fit_potential (source=...), "
+            "which this version lacks; drop 'conditional' or method 'sdfm' from the config"
+        )
 
 
 def fit_potential_job(
@@ -37,26 +81,42 @@ def fit_potential_job(
     ctx: JobContext,
     seed: int = 0,
     device: str | None = None,
+    conditional: dict | None = None,
 ) -> dict:
-    """Fit, save the potential (without its data, guarded by a fingerprint) and a JSON summary."""
+    """Fit, save the potential (without its data, guarded by a fingerprint) and a JSON summary.
+
+    With ``conditional = {"beta": beta}`` the potential is fitted on the keys
+    ``augment_with_labels(y, labels, K, beta)`` from the source ``[x, sqrt(beta) e_z]``, z drawn
+    from the label distribution (DESIGN.md, class-conditional); that needs the ``source`` hook
+    of :func:`sdfm.ot.fit_potential` (NotImplementedError without it).
+    """
     data = load_prepared(data_path)
-    y = data.flat_train()
+    source, extra = None, {}
+    if conditional:
+        _check_source_hook()
+        y, source = conditional_targets(data, dataset, conditional)
+        extra = {"source": source}
+    else:
+        y = data.flat_train()
     settings = dict(settings)
     reference_batch = settings.pop("reference_batch", 4096)
-    eps_abs = absolute_epsilon(epsilon_rel, y, reference_batch, seed)
+    eps_abs = absolute_epsilon(epsilon_rel, y, reference_batch, seed, source)
     key = {"stage": "potential", "dataset": dataset, "epsilon_rel": epsilon_rel, "settings": settings, "seed": seed}
     tags = {"stage": "potential", "dataset": dataset, "epsilon_rel": epsilon_rel}
+    if conditional:
+        key["conditional"] = conditional
+        tags["beta"] = conditional["beta"]
     with job_run(ctx.experiment, f"potential/{dataset}/eps{epsilon_rel:g}", key, tags, ctx.results_dir) as run:
         run.log_params({"epsilon_rel": epsilon_rel, "epsilon_abs": eps_abs, "n_points": y.shape[0],
-                        "dim": y.shape[1], **settings})
+                        "dim": y.shape[1], **settings, **({"beta": conditional["beta"]} if conditional else {})})
         start = time.perf_counter()
         potential = fit_potential(
             y.to(pick_device(device)), epsilon=eps_abs, seed=seed, progress=ctx.progress,
-            callback=lambda step, values: run.log_metrics({"chi2": values["chi2"]}, step=step), **settings,
+            callback=lambda step, values: run.log_metrics({"chi2": values["chi2"]}, step=step), **settings, **extra,
         )
         seconds = time.perf_counter() - start
-        final = potential.chi2(torch.randn(400_000 if y.shape[0] <= 20_000 else 65_536, y.shape[1],
-                                           generator=torch.Generator().manual_seed(seed + 1)))
+        count, gen = 400_000 if y.shape[0] <= 20_000 else 65_536, torch.Generator().manual_seed(seed + 1)
+        final = potential.chi2(source(count, gen) if source is not None else torch.randn(count, y.shape[1], generator=gen))
         summary = {
             "dataset": dataset, "epsilon_rel": epsilon_rel, "epsilon_abs": eps_abs, "fit_seconds": seconds,
             "steps_run": potential.history["steps_run"], "final_chi2": final,
@@ -64,6 +124,7 @@ def fit_potential_job(
             "lr0": potential.history["lr0"], "gap_scale": potential.history["gap_scale"], "mlflow_run_id": run.run_id,
         }
         run.log_metrics({"final_chi2": final, "fit_seconds": seconds})
+        potential.history["mlflow_run_id"] = run.run_id  # the train jobs tag their runs with it
         potential.to("cpu").save(out, include_data=False)
         atomic_write_json(summary_out, summary)
         run.log_artifact(summary_out)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from sdfm.couplings import make_coupling
-from sdfm.data import load_prepared
+from sdfm.couplings import augment_with_labels, make_coupling
+from sdfm.data import DataError, load_prepared
 from sdfm.io import atomic_torch_save, atomic_write_json
 from sdfm.jobs.common import JobContext, pick_device
 from sdfm.models import build_model
@@ -31,32 +31,57 @@ def train_job(
     ctx: JobContext,
     potential_path: str | Path | None = None,
     device: str | None = None,
+    conditional: dict | None = None,
 ) -> dict:
-    """Train, then save ``{"model": EMA weights, "model_settings", "sample_shape", ...}`` to ``out``."""
+    """Train, then save ``{"model": EMA weights, "model_settings", "sample_shape", ...}`` to ``out``.
+
+    ``conditional = {"beta": beta}`` trains a class-conditional model (``num_classes`` labels plus
+    a null class for guidance) on pairs drawn with the augmented cost ``c_X + beta c_Z``; for
+    ``sdfm`` the potential must then have been fitted with the same ``conditional``. A
+    ``train_settings["objective"] == "meanflow"`` model also takes the start time r.
+    """
     device = pick_device(device)
     data = load_prepared(data_path)
     flat = data.flat_train().to(device)
     potential = None
     tags = {"stage": "train", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed}
+    labels = num_classes = beta = None
+    if conditional:
+        if data.num_classes is None:
+            raise DataError(f"data set {dataset!r} has no labels: remove 'conditional' from its config entry")
+        labels, num_classes, beta = data.train_labels.to(device), data.num_classes, float(conditional["beta"])
+        tags["beta"] = beta
     if method == "sdfm":
         if potential_path is None:
             raise ValueError("method 'sdfm' needs --potential, the file written by fit-potential")
-        potential = SemidiscretePotential.load(potential_path, y=data.flat_train(), device=device)
+        keys = data.flat_train()
+        if conditional:
+            keys = augment_with_labels(keys, data.train_labels, num_classes, beta)
+        potential = SemidiscretePotential.load(potential_path, y=keys, device=device)
         tags["potential_run_key"] = run_key({"path": str(Path(potential_path).resolve())})
         tags["potential_mlflow_run_id"] = potential.history.get("mlflow_run_id", "")
-    coupling = make_coupling(method, flat, epsilon_rel=epsilon_rel, potential=potential)
+    coupling = make_coupling(method, flat, labels=labels, num_classes=num_classes, epsilon_rel=epsilon_rel,
+                             potential=potential, beta=beta)
     model_kwargs = {k: v for k, v in model_settings.items() if k != "kind"}
     if model_settings["kind"] == "unet" and "channel_mults" in model_kwargs:
         model_kwargs["channel_mults"] = tuple(model_kwargs["channel_mults"])
         model_kwargs["attention_resolutions"] = tuple(model_kwargs.get("attention_resolutions", ()))
+    model_extra = {}
+    if conditional:
+        model_extra["num_classes"] = num_classes
+    if train_settings.get("objective") == "meanflow":
+        model_extra["mean_flow"] = True
     torch.manual_seed(seed)
-    model = build_model(model_settings["kind"], data.sample_shape, **model_kwargs).to(device)
+    model = build_model(model_settings["kind"], data.sample_shape, **model_kwargs, **model_extra).to(device)
     config = TrainConfig(seed=seed, progress=ctx.progress, **train_settings)
     key = {"stage": "train", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed,
            "model": model_settings, "train": train_settings}
+    if conditional:
+        key["conditional"] = conditional
     name = f"train/{dataset}/{method}/eps{epsilon_rel:g}/seed{seed}"
     with job_run(ctx.experiment, name, key, tags, ctx.results_dir) as run:
         run.log_params({"method": method, "epsilon_rel": epsilon_rel, "seed": seed,
+                        **({"beta": beta, "num_classes": num_classes} if conditional else {}),
                         **{f"model.{k}": v for k, v in model_settings.items()},
                         **{f"train.{k}": v for k, v in train_settings.items()}})
         result = train(model, coupling, config, sample_shape=data.sample_shape, checkpoint_path=checkpoint,
@@ -66,8 +91,9 @@ def train_job(
                  "final_loss": result.losses[-1] if result.losses else float("nan")}
         run.log_metrics(stats)
         atomic_torch_save({"model": result.ema_model.state_dict(), "model_settings": model_settings,
-                           "sample_shape": list(data.sample_shape), "num_classes": data.num_classes,
-                           "train_stats": stats, "mlflow_run_id": run.run_id}, out)
+                           "model_extra": model_extra, "conditional": conditional,
+                           "objective": config.objective, "sample_shape": list(data.sample_shape),
+                           "num_classes": data.num_classes, "train_stats": stats, "mlflow_run_id": run.run_id}, out)
         atomic_write_json(Path(out).with_suffix(".json"), {**tags, **stats, "mlflow_run_id": run.run_id})
     return stats
 
@@ -80,6 +106,6 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu"):
     for key in ("channel_mults", "attention_resolutions"):
         if key in kwargs:
             kwargs[key] = tuple(kwargs[key])
-    model = build_model(settings["kind"], tuple(state["sample_shape"]), **kwargs)
+    model = build_model(settings["kind"], tuple(state["sample_shape"]), **kwargs, **state.get("model_extra", {}))
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state

@@ -19,6 +19,12 @@ def settings(dataset, stage):
     return json.dumps(dataset_settings(config, dataset)[stage])
 
 
+def conditional_flag(dataset):
+    """``--conditional '{"beta": ...}'`` for a class-conditional data set, else nothing."""
+    conditional = dataset_settings(config, dataset)["conditional"]
+    return f"--conditional '{json.dumps(conditional)}'" if conditional else ""
+
+
 def potentials_of(dataset):
     """Every (dataset, epsilon) potential the sdfm jobs of `dataset` need."""
     return sorted({job["epsilon"] for job in JOBS if job["dataset"] == dataset and job["method"] == "sdfm"})

@@ -6,6 +6,7 @@ rule fit_potential:
         summary=f"{R}/potentials/{{dataset}}/eps{{epsilon}}.json",
     params:
         settings=lambda wc: settings(wc.dataset, "potential"),
+        conditional=lambda wc: conditional_flag(wc.dataset),
     log:
         f"{R}/logs/potential/{{dataset}}/eps{{epsilon}}.log",
     benchmark:
@@ -17,5 +18,5 @@ rule fit_potential:
         gpu=GPU,
     shell:
         "sdfm fit-potential {JOB_ARGS} --threads {threads} --data {input} --dataset {wildcards.dataset} "
-        "--epsilon {wildcards.epsilon} --settings '{params.settings}' "
+        "--epsilon {wildcards.epsilon} --settings '{params.settings}' {params.conditional} "
         "--out {output.potential} --summary {output.summary} > {log} 2>&1"

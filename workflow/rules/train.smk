@@ -15,6 +15,7 @@ rule train:
         model=lambda wc: settings(wc.dataset, "model"),
         train=lambda wc: settings(wc.dataset, "train"),
         potential=lambda wc, input: f"--potential {input.potential}" if wc.method == "sdfm" else "",
+        conditional=lambda wc: conditional_flag(wc.dataset),
         checkpoint=f"{RUN_DIR}/checkpoint.pt",
     log:
         f"{R}/logs/train/{{dataset}}/{{method}}-eps{{epsilon}}-seed{{seed}}.log",
@@ -28,5 +29,5 @@ rule train:
     shell:
         "sdfm train {JOB_ARGS} --threads {threads} --data {input.data} --dataset {wildcards.dataset} "
         "--method {wildcards.method} --epsilon {wildcards.epsilon} --seed {wildcards.seed} "
-        "--model '{params.model}' --train '{params.train}' {params.potential} "
+        "--model '{params.model}' --train '{params.train}' {params.potential} {params.conditional} "
         "--out {output.model} --checkpoint {params.checkpoint} > {log} 2>&1"

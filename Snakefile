@@ -5,7 +5,10 @@ import sys
 from sdfm.config import ConfigError, dataset_settings, epsilon_label, job_grid, needs_feature_net, validate_config
 
 
-configfile: "config.yaml"
+# The embedded default, unless --configfile / --config gave one (they would otherwise merge).
+if not config:
+
+    configfile: "config.yaml"
 
 
 try:

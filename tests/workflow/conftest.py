@@ -37,11 +37,16 @@ def write_config(workdir: Path, config: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """The tiny config run once to completion; yields its working directory."""
-    workdir = tmp_path_factory.mktemp("tiny_dag")
-    write_config(workdir, TINY)
+def run_dag(tmp_path_factory, name: str, config: dict) -> Path:
+    """Run ``config`` to completion in a fresh directory; return that directory."""
+    workdir = tmp_path_factory.mktemp(name)
+    write_config(workdir, config)
     result = snakemake(workdir, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny config run once to completion; yields its working directory."""
+    return run_dag(tmp_path_factory, "tiny_dag", TINY)

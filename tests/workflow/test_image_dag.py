@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import snakemake, write_config
+from conftest import run_dag
 
 TINY_DIGITS = {
     "experiment_name": "tiny-digits",
@@ -30,11 +30,7 @@ JOBS_WITH_RUNS = 1 + 1 + 1 + 2 * 2
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("digits_dag")
-    write_config(workdir, TINY_DIGITS)
-    result = snakemake(workdir, "--cores", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
+    return run_dag(tmp_path_factory, "digits_dag", TINY_DIGITS)
 
 
 def test_fd_rows_are_named_by_the_data_set_and_finite(digits_run):

@@ -128,8 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdfm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def job(name, func, help_text):
+    def job(name, func, help_text, reads_data=True):
         p = sub.add_parser(name, help=help_text)
+        if reads_data:
+            p.add_argument("--data", required=True, help="the data set cache written by prepare-data")
+        p.add_argument("--dataset", required=True, help="the data set's name in the config")
         p.add_argument("--experiment", default="sdfm", help="MLflow experiment name")
         p.add_argument("--results-dir", default="results", help="where the default MLflow store lives")
         p.add_argument("--threads", type=int, default=None, help="torch threads (Snakemake's threads:)")
@@ -142,15 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.set_defaults(func=_cmd_validate)
 
-    p = job("prepare-data", _cmd_prepare, "build and cache a data set")
-    p.add_argument("--dataset", required=True)
+    p = job("prepare-data", _cmd_prepare, "build and cache a data set", reads_data=False)
     p.add_argument("--source", required=True)
     p.add_argument("--options", type=_json, default={})
     p.add_argument("--out", required=True)
 
     p = job("fit-potential", _cmd_potential, "fit the semidiscrete potential of a data set")
-    p.add_argument("--data", required=True)
-    p.add_argument("--dataset", required=True)
     p.add_argument("--epsilon", type=float, required=True, help="relative epsilon (x std of the cost)")
     p.add_argument("--settings", type=_json, default={})
     p.add_argument("--seed", type=int, default=0)
@@ -159,15 +159,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True)
 
     p = job("train-feature-net", _cmd_feature_net, "train the FeatureNet that defines fd_<dataset>")
-    p.add_argument("--data", required=True)
-    p.add_argument("--dataset", required=True)
     p.add_argument("--settings", type=_json, default={})
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
 
     p = job("train", _cmd_train, "train a velocity field with one coupling")
-    p.add_argument("--data", required=True)
-    p.add_argument("--dataset", required=True)
     p.add_argument("--method", required=True, choices=["fm", "otfm", "sdfm"])
     p.add_argument("--epsilon", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
@@ -179,9 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
 
     p = job("evaluate", _cmd_evaluate, "sample a trained model and score it")
-    p.add_argument("--data", required=True)
     p.add_argument("--model", required=True)
-    p.add_argument("--dataset", required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--epsilon", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)

@@ -62,10 +62,7 @@ def train_job(
         tags["potential_mlflow_run_id"] = potential.history.get("mlflow_run_id", "")
     coupling = make_coupling(method, flat, labels=labels, num_classes=num_classes, epsilon_rel=epsilon_rel,
                              potential=potential, beta=beta)
-    model_kwargs = {k: v for k, v in model_settings.items() if k != "kind"}
-    if model_settings["kind"] == "unet" and "channel_mults" in model_kwargs:
-        model_kwargs["channel_mults"] = tuple(model_kwargs["channel_mults"])
-        model_kwargs["attention_resolutions"] = tuple(model_kwargs.get("attention_resolutions", ()))
+    model_kwargs = _model_kwargs(model_settings)
     model_extra = {}
     if conditional:
         model_extra["num_classes"] = num_classes
@@ -98,14 +95,20 @@ def train_job(
     return stats
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the (EMA) velocity field saved by :func:`train_job`; return ``(model, saved_state)``."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    settings = state["model_settings"]
+def _model_kwargs(settings: dict) -> dict:
+    """Constructor arguments of ``build_model`` from the config's model settings (lists -> tuples)."""
     kwargs = {k: v for k, v in settings.items() if k != "kind"}
     for key in ("channel_mults", "attention_resolutions"):
         if key in kwargs:
             kwargs[key] = tuple(kwargs[key])
+    return kwargs
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the (EMA) velocity field saved by :func:`train_job`; return ``(model, saved_state)``."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    settings = state["model_settings"]
+    kwargs = _model_kwargs(settings)
     model = build_model(settings["kind"], tuple(state["sample_shape"]), **kwargs, **state.get("model_extra", {}))
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state

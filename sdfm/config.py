@@ -17,6 +17,7 @@ import yaml
 
 from sdfm.data.registry import DATASETS, dataset_options
 from sdfm.data.toy import TOY_DATASETS
+from sdfm.sampling import DOPRI5_TOL
 
 __all__ = [
     "ConfigError",
@@ -44,9 +45,10 @@ BUILTIN_DEFAULTS = {
     "train": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 100, "grad_clip": 1.0,
               "ema_decay": 0.999, "objective": "fm", "checkpoint_every": 500, "log_every": 50},
     "evaluate": {
-        "points": {"solvers": ["euler"], "nfe": [1, 2, 4, 8, 16], "n_samples": 2000, "metrics": ["w2", "energy"]},
+        "points": {"solvers": ["euler"], "nfe": [1, 2, 4, 8, 16], "n_samples": 2000, "metrics": ["w2", "energy"],
+                   "dopri5_tol": DOPRI5_TOL},
         "images": {"solvers": ["euler"], "nfe": [1, 2, 4, 8, 16], "n_samples": 2000, "metrics": ["fd"],
-                   "guidance": [1.0], "inception_weights": None},
+                   "guidance": [1.0], "inception_weights": None, "dopri5_tol": DOPRI5_TOL},
     },
     "feature_net": {"epochs": 20, "batch_size": 128, "lr": 1e-3, "feature_dim": 64, "width": 32},
 }

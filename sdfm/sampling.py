@@ -27,7 +27,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["FIXED_SOLVERS", "SolveResult", "generate", "guided_velocity", "integrate", "mean_flow_sample"]
+#: Default ``rtol = atol`` of the adaptive dopri5 solver.
+DOPRI5_TOL = 1e-5
+
+__all__ = ["DOPRI5_TOL", "FIXED_SOLVERS", "SolveResult", "generate", "guided_velocity", "integrate", "mean_flow_sample"]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 
@@ -80,8 +83,8 @@ def integrate(
     *,
     solver: str = "euler",
     nfe: int | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: float = DOPRI5_TOL,
+    atol: float = DOPRI5_TOL,
     return_trajectory: bool = False,
 ) -> SolveResult:
     """Solve dx/dt = velocity(x, t) on [0, 1] from ``x0``.
@@ -202,13 +205,15 @@ def generate(
     seed: int = 0,
     batch_size: int = 512,
     device: str | torch.device | None = None,
+    tol: float = DOPRI5_TOL,
 ) -> tuple[Tensor, int]:
     """Draw ``n`` samples of shape ``sample_shape`` from a trained model.
 
     Noise comes from a CPU generator seeded with ``seed``, in blocks of 1024 samples, so sample i
     is the same on any device and for any ``batch_size``.
     ``solver="meanflow"`` uses :func:`mean_flow_sample` with ``nfe`` (1 or 2) steps; guidance
-    applies to the ODE solvers only. The model is put in eval mode and restored afterwards.
+    applies to the ODE solvers only. ``tol`` is dopri5's ``rtol = atol``. The model is put in eval
+    mode and restored afterwards.
 
     Returns:
         ``(samples, nfe)``: samples (n, *sample_shape) on the CPU, and the evaluations per
@@ -233,7 +238,7 @@ def generate(
                 outputs.append(mean_flow_sample(model, x0, nfe or 1, z).cpu())
                 counts.append(nfe or 1)
                 continue
-            result = integrate(guided_velocity(model, z, guidance), x0, solver=solver, nfe=nfe)
+            result = integrate(guided_velocity(model, z, guidance), x0, solver=solver, nfe=nfe, rtol=tol, atol=tol)
             outputs.append(result.x1.cpu())
             counts.append(result.nfe)
     finally:

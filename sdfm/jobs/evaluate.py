@@ -27,7 +27,7 @@ from sdfm.io import atomic_path
 from sdfm.jobs.common import JobContext, pick_device
 from sdfm.jobs.train import load_trained
 from sdfm.metrics import energy_distance, path_curvature, wasserstein2
-from sdfm.sampling import generate, guided_velocity, integrate
+from sdfm.sampling import DOPRI5_TOL, generate, guided_velocity, integrate
 from sdfm.tracking import job_run
 
 __all__ = ["evaluate_run", "METRIC_COLUMNS", "MEANFLOW_NFE", "solver_label", "save_sample_grid"]
@@ -129,7 +129,7 @@ def evaluate_run(
 
     Args:
         settings: the merged ``evaluate`` settings (solvers, nfe, n_samples, metrics, guidance,
-            inception_weights).
+            inception_weights, dopri5_tol).
         feature_net_path: the data set's FeatureNet file (needed by metric ``fd``).
     """
     device = pick_device(device)
@@ -164,7 +164,8 @@ def evaluate_run(
         for solver, nfe in _grid(settings):
             for scale in (scales if solver != "meanflow" else [1.0]):  # MeanFlow maps take no guidance
                 samples, used = generate(model, n, data.sample_shape, solver=solver, nfe=nfe, labels=labels,
-                                         guidance=scale, seed=seed, device=device)
+                                         guidance=scale, seed=seed, device=device,
+                                         tol=settings.get("dopri5_tol", DOPRI5_TOL))
                 label = solver_label(solver, scale)
                 values = {}
                 for metric in sample_metrics:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import ot
 import torch
 from torch import Tensor
 
@@ -59,6 +58,8 @@ def wasserstein2(x: Tensor, y: Tensor, max_points: int | None = 5000, seed: int 
     cost = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist").square_().numpy()
     a = np.full(len(x), 1.0 / len(x))
     b = np.full(len(y), 1.0 / len(y))
+    import ot  # POT pulls in scikit-learn (~1 s): only the jobs that score W2 pay for it
+
     w2_squared = ot.emd2(a, b, cost, numItermax=_EMD_MAX_ITER)
     return math.sqrt(max(float(w2_squared), 0.0))
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 __all__ = ["batch_ot_pairing", "inner_product_cost", "relative_epsilon", "sinkhorn_plan"]
@@ -63,6 +62,8 @@ def batch_ot_pairing(
         raise ValueError(f"epsilon must be >= 0, got {epsilon}")
     cost = inner_product_cost(x0.double(), x1.double())
     if epsilon == 0:
+        from scipy.optimize import linear_sum_assignment  # imported on use: scipy.optimize costs ~0.3 s
+
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         pairing = np.empty_like(cols)
         pairing[rows] = cols

@@ -14,6 +14,12 @@ peak memory is O(N d + block_elems) whatever the batch size B.
 * eps > 0: ``value_i = eps * logsumexp_j (s_ij / eps)`` (so ``f_eps(x_i) = -value_i``), and the
   soft counts ``mass_j = sum_i pi_j(x_i)``, ``mass_sq_j = sum_i pi_j(x_i)^2`` needed by the
   unbiased chi^2 estimator.
+
+When the keys are one shard of N points spread over several processes, ``reduce_scores`` takes a
+``combine`` hook (:class:`sdfm.ot.distributed.ShardCombine`) that turns each row block's local
+statistics into global ones before the column sums are taken: the row max and argmax (eps = 0),
+or the row logsumexp (eps > 0). The column sums then cover this shard's columns of the GLOBAL
+coupling, in one pass over the scores.
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ def reduce_scores(
     need_mass_sq: bool = True,
     need_margin: bool = False,
     block_elems: int = DEFAULT_BLOCK_ELEMS,
+    combine=None,
 ) -> Reduction:
     """Reduce the scores ``queries @ keys.T`` block by block.
 
@@ -96,20 +103,31 @@ def reduce_scores(
         need_mass_sq: at eps > 0, also the column sums of its square (only chi^2 needs them).
         need_margin: at eps = 0, also return the top-1 minus top-2 score gap per query.
         block_elems: largest number of scores held at once.
+        combine: the keys are one shard of a set spread across processes (a collective: every
+            process calls with the same queries). Rows are then blocked by ``combine.block_keys``
+            (the same plan on every process), ``value``, ``index`` (global) and ``margin`` are
+            those of all shards, and ``mass`` / ``mass_sq`` are this shard's columns of the
+            global coupling. With eps > 0 and local row max m_i and logsumexp l_i, the global
+            logsumexp L_i gives ``pi_ij = exp(s_ij - m_i) * exp(m_i - L_i)`` (scores over eps).
 
     Returns:
         A :class:`Reduction`.
     """
     n_keys = keys.shape[0]
+    plan_keys = n_keys if combine is None else combine.block_keys
     values, indices, margins = [], [], []
     mass = torch.zeros(n_keys, dtype=torch.float64, device=keys.device) if need_mass else None
     mass_sq = torch.zeros_like(mass) if (need_mass and need_mass_sq and epsilon > 0) else None
     if epsilon > 0:
         queries = queries / epsilon  # scores come out divided by eps, saving a pass over them
-    for rows in row_blocks(queries.shape[0], n_keys, block_elems):
+    for rows in row_blocks(queries.shape[0], plan_keys, block_elems):
         scores = queries[rows] @ keys.T
         if epsilon == 0:
-            if need_margin and n_keys > 1:
+            if combine is not None:
+                best, idx, margin = combine.argmax(scores, need_margin)
+                if margin is not None:
+                    margins.append(margin)
+            elif need_margin and n_keys > 1:
                 top = scores.topk(2, dim=1)
                 best, idx = top.values[:, 0], top.indices[:, 0]
                 margins.append(top.values[:, 0] - top.values[:, 1])
@@ -118,7 +136,8 @@ def reduce_scores(
             values.append(best)
             indices.append(idx)
             if need_mass:
-                mass += torch.bincount(idx, minlength=n_keys).to(torch.float64)
+                own = idx if combine is None else combine.local_indices(idx)
+                mass += torch.bincount(own, minlength=n_keys).to(torch.float64)
         else:
             # logsumexp by hand (torch's is several times slower on CPU); the column sums of
             # pi = exp(s - max) / rowsum are GEMVs with 1 / rowsum, not a normalised copy.
@@ -127,9 +146,13 @@ def reduce_scores(
             # below e^-40 change a row sum by at most N * 4e-18 relative, so clamp them first.
             unnormalised = scores.sub_(row_max).clamp_(min=-40.0).exp_()
             row_sum = unnormalised.sum(dim=1)
-            values.append(epsilon * (row_max.squeeze(1) + row_sum.log()))
+            if combine is None:
+                values.append(epsilon * (row_max.squeeze(1) + row_sum.log()))
+            else:
+                total = combine.logsumexp(row_max.squeeze(1) + row_sum.log())
+                values.append(epsilon * total)
             if need_mass:
-                inverse = row_sum.reciprocal()
+                inverse = row_sum.reciprocal() if combine is None else (row_max.squeeze(1) - total).exp()
                 mass += (inverse @ unnormalised).to(torch.float64)
                 if mass_sq is not None:
                     mass_sq += (inverse.square() @ unnormalised.square_()).to(torch.float64)
@@ -168,7 +191,7 @@ def sample_assignment(
     for rows in row_blocks(queries.shape[0], n_keys, block_elems):
         scores = queries[rows] @ keys.T
         if epsilon == 0:
-            chosen.append(scores.argmax(dim=1))
+            chosen.append(scores.max(dim=1).indices)  # first maximum, like argmax, and ~2x faster on CPU
         elif top_k is not None and top_k < n_keys:
             best = scores.topk(top_k, dim=1)
             probs = torch.softmax(best.values, dim=1)
@@ -176,7 +199,38 @@ def sample_assignment(
             chosen.append(best.indices.gather(1, pick[:, None]).squeeze(1))
         else:
             weights = scores.sub_(scores.amax(dim=1, keepdim=True)).clamp_(min=-40.0).exp_()
-            cdf = weights.cumsum(dim=1, dtype=torch.float64)
-            u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=torch.float64)
-            chosen.append(torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1).clamp_(max=n_keys - 1))
+            u = torch.rand(weights.shape[0], 1, generator=generator, device=weights.device, dtype=torch.float64)
+            chosen.append(inverse_cdf_draw(weights, u))
     return torch.cat(chosen)
+
+
+#: Columns per chunk of the two-level search in :func:`inverse_cdf_draw`.
+CDF_CHUNK = 64
+
+
+def inverse_cdf_draw(weights: Tensor, u: Tensor) -> Tensor:
+    """Per row i, the first j with ``W_ij >= u_i W_in``, where ``W_ij = sum_{k <= j} w_ik``.
+
+    That is a draw from ``w_i / sum_j w_ij`` for ``u_i ~ U[0, 1)``. The search is two-level, so
+    no cumulative sum over all N columns is formed: float64 cumulative sums of the sums of
+    chunks of :data:`CDF_CHUNK` columns locate the chunk, then a cumulative sum within that one
+    chunk locates the column (about 4x cheaper than a full float64 ``cumsum`` on CPU).
+
+    Args:
+        weights: (R, N) non-negative weights, each row with a positive sum.
+        u: (R, 1) float64 uniforms in [0, 1).
+    """
+    n_rows, n = weights.shape
+    full = n // CDF_CHUNK * CDF_CHUNK
+    sums = [weights[:, :full].view(n_rows, full // CDF_CHUNK, CDF_CHUNK).sum(dim=2)] if full else []
+    if full < n:
+        sums.append(weights[:, full:].sum(dim=1, keepdim=True))
+    chunk_cdf = torch.cat(sums, dim=1).cumsum(dim=1, dtype=torch.float64)
+    target = u * chunk_cdf[:, -1:]
+    chunk = torch.searchsorted(chunk_cdf, target).clamp_(max=chunk_cdf.shape[1] - 1)
+    before = torch.where(chunk > 0, chunk_cdf.gather(1, (chunk - 1).clamp(min=0)), 0.0)
+    columns = chunk * CDF_CHUNK + torch.arange(CDF_CHUNK, device=weights.device)
+    inside = columns < n
+    local = weights.gather(1, columns.clamp(max=n - 1)).masked_fill_(~inside, 0.0)
+    position = torch.searchsorted(local.cumsum(dim=1, dtype=torch.float64), target - before)
+    return (chunk.squeeze(1) * CDF_CHUNK + position.squeeze(1).clamp_(max=CDF_CHUNK - 1)).clamp_(max=n - 1)

@@ -17,6 +17,12 @@ clustered data (eight Gaussians of std 0.2, N = 5,000: chi^2 0.29 after 5,000 st
 about 3 from the Voronoi start) but was slightly worse on the checkerboard (0.035-0.066
 against 0.023), so it is opt-in (``init="multiscale"``, or ``potential.init`` in the config).
 
+Sharding: the step touches the N points only through a few reductions (column masses, the
+constant shift ``<b, g>``, ``min_j b_j``, the gap scale, chi^2), which a :class:`Reducer` computes.
+The default one holds all N points in this process; :class:`sdfm.ot.distributed.ShardedReducer`
+computes the same quantities with collectives when the points are split across processes, so one
+loop serves both (see :func:`sdfm.ot.distributed.fit_potential_sharded`).
+
 Defaults (measured on 5,000 checkerboard points, chi^2 after 5,000 steps of B = 1024):
 plain SGD with EMA 0.99 0.069; Nesterov momentum 0.9 with lr_scale 0.05 and EMA 0.99 0.051,
 with Polyak averaging after 30% 0.027, with EMA 0.999 0.023 (0.046 at 3,000 steps); Adam
@@ -40,7 +46,7 @@ from sdfm.ot.chi2 import chi2_unbiased
 from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, augment_keys, augment_queries, reduce_scores
 from sdfm.ot.potential import SemidiscretePotential
 
-__all__ = ["PotentialDiverged", "SolverConfig", "SemidiscreteSolver", "fit_potential", "gap_scale"]
+__all__ = ["PotentialDiverged", "Reducer", "SolverConfig", "SemidiscreteSolver", "fit_potential", "gap_scale"]
 
 
 class PotentialDiverged(RuntimeError):
@@ -105,11 +111,59 @@ class SolverConfig:
             raise ValueError(f"init must be 'multiscale', 'gaussian', 'voronoi' or 'zero', got {self.init!r}")
 
 
-def gap_scale(x: Tensor, keys: Tensor, epsilon: float, block_elems: int = DEFAULT_BLOCK_ELEMS) -> float:
-    """Mean top-1 minus top-2 score margin of the queries ``x``, plus ``epsilon``: the step scale."""
-    reduction = reduce_scores(augment_queries(x), keys, 0.0, need_mass=False, need_margin=True, block_elems=block_elems)
+def gap_scale(x: Tensor, keys: Tensor, epsilon: float, block_elems: int = DEFAULT_BLOCK_ELEMS, combine=None) -> float:
+    """Mean top-1 minus top-2 score margin of the queries ``x``, plus ``epsilon``: the step scale.
+
+    With ``combine`` (see :func:`sdfm.ot.kernel.reduce_scores`) the keys are one shard and the
+    margins are those over all shards.
+    """
+    reduction = reduce_scores(augment_queries(x), keys, 0.0, need_mass=False, need_margin=True, block_elems=block_elems,
+                              combine=combine)
     margin = float(reduction.margin.mean()) if reduction.margin is not None else 1.0
     return margin + epsilon
+
+
+class Reducer:
+    """The solver's view of the whole data set when all N points live in this process.
+
+    Every quantity of an SGD step that involves all N points goes through one of these methods
+    (or through ``reduce_scores(..., combine=self.combine)``). Here they are the identity or the
+    plain formula; :class:`sdfm.ot.distributed.ShardedReducer` overrides them with collectives
+    over a process group, each process holding a contiguous shard of the points.
+    """
+
+    #: cross-shard hook of :func:`sdfm.ot.kernel.reduce_scores` (``None``: nothing to combine).
+    combine = None
+    #: whether this process shows the progress bar.
+    is_main = True
+
+    def target_weights(self, weights: Tensor | None, n: int, device) -> Tensor:
+        """This process's target weights b, normalised to sum to one over all points."""
+        return _target_weights(weights, n, device)
+
+    def initial_potential(self, y: Tensor, init: str) -> Tensor:
+        """The starting potential of this process's points (see :func:`initial_potential`)."""
+        return initial_potential(y, init)
+
+    def minimum(self, value: float) -> float:
+        """The minimum of ``value`` over all processes."""
+        return value
+
+    def total(self, value: Tensor) -> Tensor:
+        """The sum of the scalar tensor ``value`` over all processes, the same on each."""
+        return value
+
+    def chi2(self, mass: Tensor, mass_sq: Tensor, n_samples: int, weights: Tensor) -> float:
+        """The chi^2 estimate (:func:`sdfm.ot.chi2.chi2_unbiased`) from this process's columns."""
+        return chi2_unbiased(mass, mass_sq, n_samples, weights)
+
+    def checkpoint(self, path: str | Path) -> str | Path:
+        """This process's checkpoint file, given the solver's ``checkpoint`` argument."""
+        return path
+
+    def agree(self, value, what: str):
+        """Return ``value``, after checking that every process holds the same one."""
+        return value
 
 
 class SemidiscreteSolver:
@@ -163,6 +217,26 @@ class SemidiscreteSolver:
         g_c = coarse.g.to(torch.float64)
         return g_c[owner] + ((xbar[owner]) * (centres[owner] - y).to(torch.float64)).sum(dim=1)
 
+    def _initial_state(self, y: Tensor, b: Tensor, epsilon: float, seed: int, source, sample,
+                       reducer: Reducer) -> dict:
+        """The state at step 0: the initial potential, the step size from its gap scale, no history."""
+        cfg = self.config
+        if cfg.init == "multiscale":
+            g = self.coarse_to_fine(y, b, epsilon, seed, source)
+        else:
+            g = reducer.initial_potential(y, cfg.init)
+        scale = gap_scale(sample(min(cfg.eval_batch, 8192)), augment_keys(y, g, epsilon, b.log()), epsilon,
+                          cfg.block_elems, reducer.combine)
+        lr0 = cfg.lr if cfg.lr is not None else cfg.lr_scale * scale / reducer.minimum(float(b.min()))
+        if cfg.optimizer == "adam":
+            lr0 = cfg.lr if cfg.lr is not None else cfg.lr_scale * scale
+        state = {"step": 0, "g": g, "velocity": torch.zeros_like(g), "g_avg": g.clone(), "n_avg": 0,
+                 "history": {"step": [], "chi2": [], "lr0": lr0, "gap_scale": scale, "config": asdict(cfg),
+                             "epsilon": epsilon, "seed": seed}}
+        if cfg.optimizer == "adam":
+            state.update(adam_m=torch.zeros_like(g), adam_v=torch.zeros_like(g))
+        return state
+
     def __call__(
         self,
         y: Tensor,
@@ -173,6 +247,7 @@ class SemidiscreteSolver:
         callback: Callable[[int, dict], None] | None = None,
         checkpoint: str | Path | None = None,
         source: Callable[[int, torch.Generator], Tensor] | None = None,
+        reducer: Reducer | None = None,
     ) -> SemidiscretePotential:
         """Fit and return the averaged potential.
 
@@ -183,6 +258,10 @@ class SemidiscreteSolver:
         With ``checkpoint``, the solver state (iterate, average, momentum, random generator,
         curve) is written there atomically after every evaluation, and a run started with an
         existing checkpoint resumes from it: the result equals that of an uninterrupted run.
+
+        ``reducer`` says where the N points live (default: all in this process, ``y`` is the data
+        set); with :class:`sdfm.ot.distributed.ShardedReducer`, ``y`` and ``weights`` are this
+        process's shard and the returned potential covers that shard.
         """
         cfg = self.config
         if epsilon < 0 or not math.isfinite(epsilon):
@@ -191,55 +270,50 @@ class SemidiscreteSolver:
             raise ValueError(f"y must be an (N, d) tensor with N >= 1, got shape {tuple(y.shape)}")
         if not torch.isfinite(y).all():
             raise ValueError("y contains NaN or inf values")
+        reducer = reducer if reducer is not None else Reducer()
         device = y.device
         n, d = y.shape
-        b = _target_weights(weights, n, device)
+        b = reducer.target_weights(weights, n, device)
         log_b = b.log()
         gen = torch.Generator(device=device).manual_seed(seed)
-
-        if cfg.init == "multiscale":
-            g = self.coarse_to_fine(y, b, epsilon, seed, source)
-        else:
-            g = initial_potential(y, cfg.init)
-        keys = augment_keys(y, g, epsilon, log_b)
 
         def sample(count: int) -> Tensor:
             if source is not None:
                 return source(count, gen).to(device, y.dtype)
             return torch.randn(count, d, generator=gen, device=device, dtype=y.dtype)
 
-        scale = gap_scale(sample(min(cfg.eval_batch, 8192)), keys, epsilon, cfg.block_elems)
-        lr0 = cfg.lr if cfg.lr is not None else cfg.lr_scale * scale / float(b.min())
-        if cfg.optimizer == "adam":
-            lr0 = cfg.lr if cfg.lr is not None else cfg.lr_scale * scale
-
-        state = {"step": 0, "g": g, "velocity": torch.zeros_like(g), "g_avg": g.clone(), "n_avg": 0,
-                 "history": {"step": [], "chi2": [], "lr0": lr0, "gap_scale": scale, "config": asdict(cfg)}}
-        if cfg.optimizer == "adam":
-            state.update(adam_m=torch.zeros_like(g), adam_v=torch.zeros_like(g))
-        if checkpoint is not None and Path(checkpoint).exists():
+        checkpoint = reducer.checkpoint(checkpoint) if checkpoint is not None else None
+        if reducer.agree(checkpoint is not None and Path(checkpoint).exists(), "a checkpoint to resume"):
             state = _load_checkpoint(checkpoint, gen, device)
-            keys[:, d] = (state["g"] + epsilon * log_b if epsilon > 0 else state["g"]).to(keys.dtype)
+            _check_resumable(checkpoint, state, cfg, n, epsilon, seed)
+            reducer.agree(state["step"], "the step of the checkpoint")
+        else:
+            state = self._initial_state(y, b, epsilon, seed, source, sample, reducer)
+        lr0 = state["history"]["lr0"]
+        keys = augment_keys(y, state["g"], epsilon, log_b)
+        keys[:, d] = _key_column(state["g"], epsilon, log_b).to(keys.dtype)  # as each step writes it
         g, history = state["g"], state["history"]
         bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"potential eps={epsilon:.3g}",
-                   disable=not cfg.progress, leave=False)
+                   disable=not cfg.progress or not reducer.is_main, leave=False)
         step = state["step"]
         done = bool(history["chi2"]) and cfg.chi2_threshold is not None and history["chi2"][-1] <= cfg.chi2_threshold
         while not done and step < cfg.steps:
             step += 1
             reduction = reduce_scores(
-                augment_queries(sample(cfg.batch_size)), keys, epsilon, need_mass_sq=False, block_elems=cfg.block_elems
+                augment_queries(sample(cfg.batch_size)), keys, epsilon, need_mass_sq=False, block_elems=cfg.block_elems,
+                combine=reducer.combine,
             )
             grad = b - reduction.mass / cfg.batch_size
             lr = lr0 * (1.0 + step / cfg.decay_steps) ** (-cfg.decay_power)
             _ascent_step(cfg, state, grad, lr, step)
-            g -= (b * g).sum()  # the semi-dual is invariant to constant shifts; keep <b, g> = 0
-            keys[:, d] = (g + epsilon * log_b if epsilon > 0 else g).to(keys.dtype)
+            g -= reducer.total((b * g).sum())  # the semi-dual is invariant to constant shifts; keep <b, g> = 0
+            keys[:, d] = _key_column(g, epsilon, log_b).to(keys.dtype)
             state["g_avg"], state["n_avg"] = _average(cfg, g, state["g_avg"], state["n_avg"], step)
             bar.update(1)
 
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                chi2 = _evaluate_chi2(sample(cfg.eval_batch), y, state["g_avg"], epsilon, b, log_b, cfg.block_elems)
+                chi2 = _evaluate_chi2(sample(cfg.eval_batch), y, state["g_avg"], epsilon, b, log_b, cfg.block_elems,
+                                      reducer)
                 if not math.isfinite(chi2):
                     raise PotentialDiverged(f"chi^2 of the potential became {chi2} at step {step}: lower lr_scale")
                 history["step"].append(step)
@@ -279,6 +353,11 @@ def initial_potential(y: Tensor, init: str) -> Tensor:
         return -0.5 * y64.square().sum(dim=1)
     centred = y64 - y64.mean(dim=0)
     cov = centred.T @ centred / (y.shape[0] - 1)
+    return gaussian_conjugate(centred, cov)
+
+
+def gaussian_conjugate(centred: Tensor, cov: Tensor) -> Tensor:
+    """``g_j = -1/2 c_j^T S^(-1/2) c_j`` for the centred points c (float64) and their covariance S."""
     evals, evecs = torch.linalg.eigh(cov)
     floor = 1e-6 * float(evals.max().clamp(min=1e-12))
     inv_sqrt = (evecs * evals.clamp(min=floor).rsqrt()) @ evecs.T
@@ -301,6 +380,11 @@ def _ascent_step(cfg: SolverConfig, state: dict, grad: Tensor, lr: float, step: 
         g += lr * grad
 
 
+def _key_column(g: Tensor, epsilon: float, log_b: Tensor) -> Tensor:
+    """The potential column of the augmented keys: ``g + eps log b`` (``g`` at eps = 0)."""
+    return g + epsilon * log_b if epsilon > 0 else g
+
+
 def _is_diverging(curve: list[float]) -> bool:
     """True when the last chi^2 is more than twice the best one seen (and above 0.05)."""
     return bool(curve) and curve[-1] > max(2 * min(curve), 0.05)
@@ -315,6 +399,23 @@ def _load_checkpoint(path, gen: torch.Generator, device) -> dict:
     saved = torch.load(path, map_location="cpu", weights_only=False)
     gen.set_state(saved.pop("generator"))
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in saved.items()}
+
+
+#: Solver settings that may change between a checkpoint and its resumption (they do not alter the path).
+_RESUMABLE_CHANGES = ("steps", "progress", "chi2_threshold")
+
+
+def _check_resumable(path, state: dict, cfg: SolverConfig, n: int, epsilon: float, seed: int) -> None:
+    """Refuse a checkpoint written by another problem or other settings: its resumption would not
+    be the run asked for."""
+    saved = state["history"].get("config", {})
+    wanted = asdict(cfg)
+    changed = [k for k in wanted if k not in _RESUMABLE_CHANGES and saved.get(k) != wanted[k]]
+    problem = state["g"].shape[0] != n or state["history"].get("epsilon", epsilon) != epsilon
+    problem = problem or state["history"].get("seed", seed) != seed
+    if changed or problem:
+        what = f"settings {', '.join(changed)}" if changed else "data, epsilon or seed"
+        raise ValueError(f"checkpoint {path} was written with other {what}: delete it to start afresh")
 
 
 def _target_weights(weights: Tensor | None, n: int, device) -> Tensor:
@@ -338,10 +439,10 @@ def _average(cfg: SolverConfig, g: Tensor, g_avg: Tensor, n_avg: int, step: int)
     return g_avg.add_(g - g_avg, alpha=1.0 / n_avg), n_avg
 
 
-def _evaluate_chi2(x, y, g, epsilon, b, log_b, block_elems) -> float:
+def _evaluate_chi2(x, y, g, epsilon, b, log_b, block_elems, reducer: Reducer) -> float:
     keys = augment_keys(y, g, epsilon, log_b)
-    reduction = reduce_scores(augment_queries(x), keys, epsilon, block_elems=block_elems)
-    return chi2_unbiased(reduction.mass, reduction.mass_sq, x.shape[0], b)
+    reduction = reduce_scores(augment_queries(x), keys, epsilon, block_elems=block_elems, combine=reducer.combine)
+    return reducer.chi2(reduction.mass, reduction.mass_sq, x.shape[0], b)
 
 
 def fit_potential(

@@ -102,3 +102,13 @@ def test_killed_fit_resumes_bit_identically_from_its_checkpoint(tmp_path):
     resumed = fit_potential(y, checkpoint=tmp_path / "ckpt.pt", **options)
     assert torch.equal(resumed.g, straight.g)
     assert resumed.history["chi2"] == straight.history["chi2"]
+
+
+@pytest.mark.parametrize("change", [{"batch_size": 64}, {"epsilon": 0.5}, {"seed": 3}, {"points": 301}])
+def test_a_checkpoint_of_another_problem_is_refused(tmp_path, change):
+    y = torch.randn(302, 3, generator=torch.Generator().manual_seed(9))
+    options = dict(steps=100, batch_size=128, eval_every=100, eval_batch=1024, progress=False)
+    fit_potential(y[:300], checkpoint=tmp_path / "ckpt.pt", **options)
+    points = change.pop("points", 300)
+    with pytest.raises(ValueError, match="ckpt.pt was written with other .*delete it"):
+        fit_potential(y[:points], checkpoint=tmp_path / "ckpt.pt", **{**options, "steps": 200, **change})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -47,10 +46,15 @@ def _cmd_prepare(args) -> None:
 
 
 def _cmd_potential(args) -> None:
-    from sdfm.jobs.potential import fit_potential_job
+    if args.distributed:
+        from sdfm.jobs.potential_sharded import fit_potential_sharded_job as fit_potential_job
+    else:
+        from sdfm.jobs.potential import fit_potential_job
 
     summary = fit_potential_job(args.data, args.dataset, args.epsilon, args.settings, args.out, args.summary,
                                 _context(args), seed=args.seed, device=args.device, conditional=args.conditional)
+    if args.distributed and summary["mlflow_run_id"] is None:
+        return  # not rank 0: the summary is rank 0's to report
     print(f"{args.out}: chi2 {summary['final_chi2']:.4f} after {summary['steps_run']} steps "
           f"({summary['fit_seconds']:.1f} s)")
 
@@ -89,19 +93,12 @@ def _cmd_aggregate(args) -> None:
     print(f"{args.out}: {len(table)} rows")
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _cmd_report(args) -> None:
     from sdfm.report import write_report
 
-    path = write_report(args.metrics, args.summaries, args.out_dir, {"experiment": args.experiment,
-                                                                    "commit": _git_commit()})
+    meta = {"experiment": args.experiment, "repo": args.repo, "config": args.config_json}
+    path = write_report(args.metrics, args.summaries, args.out_dir, meta, train_summaries=args.train_summaries,
+                        data=args.data, benchmarks=args.benchmarks, figures_wanted=args.figures)
     print(f"{path}: written")
 
 
@@ -157,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--conditional", type=_json_or_null, default=None, help="'{\"beta\": 1.0}' or null")
     p.add_argument("--out", required=True)
     p.add_argument("--summary", required=True)
+    p.add_argument("--distributed", action="store_true",
+                   help="shard the points over the torch.distributed ranks (start with torchrun --nproc-per-node K)")
 
     p = job("train-feature-net", _cmd_feature_net, "train the FeatureNet that defines fd_<dataset>")
     p.add_argument("--settings", type=_json, default={})
@@ -194,6 +193,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--summaries", nargs="*", default=[])
     p.add_argument("--out-dir", required=True)
     p.add_argument("--experiment", default="sdfm")
+    p.add_argument("--train-summaries", nargs="*", default=[],
+                   help="training jobs' model.json (pairing share; model.pt and samples/ beside them)")
+    p.add_argument("--data", nargs="*", default=[], help="prepared 2-D data sets <name>.npz (trajectory figures)")
+    p.add_argument("--benchmarks", default=None, help="the Snakemake benchmark folder (cost figure)")
+    p.add_argument("--figures", nargs="*", default=None,
+                   help="draw exactly these figures, <dataset>_<kind> (default: every one that applies)")
+    p.add_argument("--config-json", default=None, help="the run's config as JSON, recorded in report.md")
+    p.add_argument("--repo", default=None, help="git checkout whose commit is recorded (default: the working directory)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("compare", help="print the paper-style tables of a results folder")

@@ -1,29 +1,43 @@
-"""Tidy tables and figures from ``results/metrics.csv`` and the potential summaries.
+"""Tidy tables, figures and ``report.md`` from the DAG's outputs.
 
-Figures are written as PNG (for the README and report) and PDF (for papers) with one style:
-a line per method / epsilon, mean over seeds with a +- std band, log-scaled NFE axis.
+Inputs (nothing else is read): ``results/metrics.csv``; the potential summaries
+``results/potentials/<ds>/eps<e>.json``; the training summaries
+``results/runs/<ds>/<method>/eps<e>/seed<s>/model.json`` (pairing share; for 2-D data sets the
+``model.pt`` beside it draws the trajectories; for image sets the evaluate job's
+``samples/*.png`` beside it are composed into one figure); the prepared 2-D data sets (the grey
+background of the trajectories); and the Snakemake benchmark files
+``results/benchmarks/<rule>/...tsv`` (column ``s``: wall seconds).
+
+Figures (``sdfm.figures``) are named ``<dataset>_<kind>`` with ``kind`` in :data:`FIGURE_KINDS`.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.ticker  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from sdfm import figures
+from sdfm.figures import choose_nfes, variant_key, variant_label
+from sdfm.io import atomic_write_text
 
-from sdfm.io import atomic_path, atomic_write_text  # noqa: E402
+__all__ = [
+    "FIGURE_KINDS", "cost_table", "epsilon_study", "format_paper_table", "git_state", "pairing_table",
+    "paper_table", "plot_chi2_curves", "plot_metric_vs_nfe", "read_benchmark", "sample_grid_files", "shared_costs",
+    "split_figure_name", "summarise", "trajectory_panels", "variant_label", "write_report",
+]
 
-__all__ = ["summarise", "paper_table", "plot_metric_vs_nfe", "plot_chi2_curves", "write_report", "variant_label"]
-
-METHOD_COLORS = {"fm": "#4d4d4d", "otfm": "#1f77b4", "sdfm": "#d62728"}
-METHOD_NAMES = {"fm": "FM (independent)", "otfm": "OT-FM (batch OT)", "sdfm": "SD-FM (semidiscrete)"}
 METRIC_NAMES = {"w2": "W2 to held-out data", "energy": "energy distance", "curvature": "path curvature",
                 "fid": "FID (Inception-v3)", "kid": "KID (Inception-v3)"}
+#: Every figure the report can draw, per data set (file ``<dataset>_<kind>.png`` / ``.pdf``).
+FIGURE_KINDS = ("metrics_vs_nfe", "metrics_vs_epsilon", "trajectories", "samples", "chi2", "cost")
+#: Euler NFE of the trajectory figure, and how many paths it draws.
+TRAJECTORY_NFE, TRAJECTORY_PATHS = 16, 32
 
 
 def metric_name(metric: str) -> str:
@@ -32,8 +46,28 @@ def metric_name(metric: str) -> str:
         return METRIC_NAMES[metric]
     for prefix, what in (("fd_", "FD"), ("kid_", "KID")):
         if metric.startswith(prefix):
-            return f"{metric} ({what} in the {metric[len(prefix):]} FeatureNet)"
+            return f"{what} in the {metric[len(prefix):]} FeatureNet"
     return metric
+
+
+def split_figure_name(name: str) -> tuple[str, str]:
+    """``"eight_gaussians_metrics_vs_nfe"`` -> ``("eight_gaussians", "metrics_vs_nfe")``."""
+    for kind in sorted(FIGURE_KINDS, key=len, reverse=True):
+        if name.endswith("_" + kind) and len(name) > len(kind) + 1:
+            return name[: -len(kind) - 1], kind
+    raise ValueError(f"figure {name!r} is not <dataset>_<kind> with kind in {FIGURE_KINDS}")
+
+
+# ---------------------------------------------------------------------------------------- tables
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and count over seeds for every (dataset, method, epsilon, solver, nfe, metric)."""
+    keys = ["dataset", "method", "epsilon", "solver", "nfe", "metric"]
+    return table.groupby(keys)["value"].agg(["mean", "std", "count"]).reset_index()
+
+
+def _column(solver: str, nfe) -> str:
+    return solver if solver.startswith("dopri5") else f"{solver} {int(nfe)}"
 
 
 def _column_order(column: str) -> tuple:
@@ -44,25 +78,19 @@ def _column_order(column: str) -> tuple:
     return (0, solver, int(nfe) if nfe.isdigit() else 0)
 
 
-def variant_label(method: str, epsilon: float) -> str:
-    """Legend / row label of a method at a relative epsilon (FM has none)."""
-    return METHOD_NAMES.get(method, method) if method == "fm" else f"{METHOD_NAMES.get(method, method)}, eps={epsilon:g}"
+def paper_table(table: pd.DataFrame, dataset: str, metric: str, columns: list[tuple[str, int]] | None = None):
+    """Rows method / epsilon, columns solver-NFE (the papers' layout): ``(means, stds)`` over seeds.
 
-
-def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and count over seeds for every (dataset, method, epsilon, solver, nfe, metric)."""
-    keys = ["dataset", "method", "epsilon", "solver", "nfe", "metric"]
-    return table.groupby(keys)["value"].agg(["mean", "std", "count"]).reset_index()
-
-
-def paper_table(table: pd.DataFrame, dataset: str, metric: str, columns: list[tuple[str, int]] | None = None) -> pd.DataFrame:
-    """Rows method / epsilon, columns solver-NFE (the papers' layout), cells ``mean +- std``."""
-    stats = summarise(table[(table.dataset == dataset) & (table.metric == metric)])
-    stats["column"] = stats.apply(lambda r: r.solver if r.solver.startswith("dopri5") else f"{r.solver} {int(r.nfe)}", axis=1)
-    stats["row"] = stats.apply(lambda r: variant_label(r.method, r.epsilon), axis=1)
-    means = stats.pivot_table(index="row", columns="column", values="mean")
-    means = means[sorted(means.columns, key=_column_order)]
-    stds = stats.pivot_table(index="row", columns="column", values="std").reindex_like(means)
+    dopri5 picks its own NFE per seed, so its column pools the seeds whatever NFE they used.
+    """
+    sub = table[(table.dataset == dataset) & (table.metric == metric)].copy()
+    sub["column"] = [_column(s, n) for s, n in zip(sub.solver, sub.nfe)]
+    sub["row"] = [variant_label(m, e) for m, e in zip(sub.method, sub.epsilon)]
+    order = {variant_label(m, e): variant_key((m, e)) for m, e in zip(sub.method, sub.epsilon)}
+    stats = sub.groupby(["row", "column"])["value"].agg(["mean", "std"]).reset_index()
+    means = stats.pivot(index="row", columns="column", values="mean")
+    means = means.loc[sorted(means.index, key=order.get), sorted(means.columns, key=_column_order)]
+    stds = stats.pivot(index="row", columns="column", values="std").reindex_like(means)
     if columns:
         wanted = [f"{s} {n}" if s != "dopri5" else "dopri5" for s, n in columns]
         means, stds = means[[c for c in wanted if c in means]], stds[[c for c in wanted if c in stds]]
@@ -78,93 +106,390 @@ def format_paper_table(means: pd.DataFrame, stds: pd.DataFrame, lower_is_better:
         cells = []
         for col in means.columns:
             mean, std = means.at[row, col], stds.at[row, col]
+            if pd.isna(mean):
+                cells.append("–")
+                continue
             text = f"{mean:.4g}" + (f" ± {std:.2g}" if pd.notna(std) else "")
             cells.append(f"**{text}**" if mean == best[col] else text)
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _save(fig, stem: Path) -> list[Path]:
-    paths = []
-    for suffix in (".png", ".pdf"):
-        path = stem.with_suffix(suffix)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=150, bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
-    return paths
+def epsilon_study(table: pd.DataFrame, dataset: str, solver: str = "euler", nfes=None) -> pd.DataFrame:
+    """Mean / std / count over seeds per (method, epsilon, NFE, metric) at a few NFE (default 1, 4, 16-like)."""
+    sub = table[(table.dataset == dataset) & (table.solver == solver)]
+    nfes = choose_nfes(sub.nfe.unique()) if nfes is None else list(nfes)
+    return summarise(sub[sub.nfe.isin(nfes)])
 
 
-def plot_metric_vs_nfe(table: pd.DataFrame, dataset: str, out_dir: str | Path, solver: str = "euler") -> list[Path]:
-    """One panel per metric: mean +- std over seeds vs NFE, a line per method / epsilon."""
-    sub = summarise(table[(table.dataset == dataset) & (table.solver == solver)])
-    metrics = sorted(sub.metric.unique())
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for (method, epsilon), group in sub[sub.metric == metric].groupby(["method", "epsilon"]):
-            group = group.sort_values("nfe")
-            style = "-" if epsilon == 0 else "--"
-            ax.plot(group.nfe, group["mean"], style, marker="o", ms=4, color=METHOD_COLORS.get(method),
-                    label=variant_label(method, epsilon))
-            ax.fill_between(group.nfe, group["mean"] - group["std"].fillna(0), group["mean"] + group["std"].fillna(0),
-                            color=METHOD_COLORS.get(method), alpha=0.15, lw=0)
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        means = sub[sub.metric == metric]["mean"]
-        if (means > 0).all():
-            ax.set_yscale("log")  # methods differ by orders of magnitude at low NFE
-        elif means.abs().max() > 0:  # unbiased estimates can dip below zero
-            ax.set_yscale("symlog", linthresh=1e-3 * float(means.abs().max()))
-        ax.set_xlabel(f"NFE ({solver})")
-        ax.set_ylabel(metric_name(metric))
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, frameon=False)
-    fig.suptitle(f"{dataset}: sample quality vs number of function evaluations")
-    fig.tight_layout()
-    return _save(fig, Path(out_dir) / f"{dataset}_metrics_vs_nfe")
+def read_benchmark(path: str | Path) -> float:
+    """Wall seconds (column ``s``) of one Snakemake benchmark file; the mean over repeats; NaN if absent."""
+    path = Path(path)
+    if not path.is_file():
+        return float("nan")
+    frame = pd.read_csv(path, sep="\t")
+    return float(frame["s"].mean()) if "s" in frame and len(frame) else float("nan")
 
 
-def plot_chi2_curves(summaries: list[dict], dataset: str, out_dir: str | Path) -> list[Path]:
-    """chi^2 of the averaged potential vs SGD step, one line per epsilon, with the 0.05 line."""
-    fig, ax = plt.subplots(figsize=(4.6, 3.6))
-    for summary in sorted(summaries, key=lambda s: s["epsilon_rel"]):
-        curve = summary["chi2_curve"]
-        ax.plot(curve["step"], [max(c, 1e-5) for c in curve["chi2"]], marker="o", ms=3,
-                label=f"eps={summary['epsilon_rel']:g} (abs {summary['epsilon_abs']:.3g})")
-    ax.axhline(0.05, color="grey", ls=":", label="chi² = 0.05")
-    ax.set_yscale("log")
-    ax.set_xlabel("SGD step")
-    ax.set_ylabel("chi²(m(g), b), unbiased estimate\n(estimates below 1e-5 drawn at 1e-5)")
-    ax.set_title(f"{dataset}: potential convergence")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    return _save(fig, Path(out_dir) / f"{dataset}_chi2")
+def _eps(epsilon: float) -> str:
+    return f"{float(epsilon):g}"  # the wildcard spelling (sdfm.config.epsilon_label)
 
 
-def write_report(metrics_csv: str | Path, summaries: list[str | Path], out_dir: str | Path, meta: dict) -> Path:
-    """Figures for every data set and ``report.md`` with the paper-style tables."""
-    out_dir = Path(out_dir)
+def cost_table(runs: pd.DataFrame, benchmarks: str | Path) -> pd.DataFrame:
+    """Wall seconds per stage and variant, from the benchmark files of the runs in ``runs``.
+
+    Args:
+        runs: one row per trained run (dataset, method, epsilon, seed).
+        benchmarks: the folder ``results/benchmarks`` (``potential/<ds>/eps<e>.tsv``,
+            ``train/<ds>/<method>-eps<e>-seed<s>.tsv``, ``evaluate/...`` likewise).
+
+    Returns:
+        One row per (dataset, method, epsilon): ``potential`` (the SD-FM potential at that epsilon,
+        counted once however many seeds use it; 0 for FM / OT-FM), ``train`` and ``evaluate`` (sums
+        over seeds), ``total``, ``seeds`` and ``missing`` (benchmark files not found).
+    """
+    benchmarks = Path(benchmarks)
+    rows = []
+    runs = runs[["dataset", "method", "epsilon", "seed"]].drop_duplicates()
+    for (dataset, method, epsilon), group in runs.groupby(["dataset", "method", "epsilon"]):
+        row = {"dataset": dataset, "method": method, "epsilon": float(epsilon), "potential": 0.0, "train": 0.0,
+               "evaluate": 0.0, "seeds": len(group), "missing": 0}
+        files = []
+        if method == "sdfm":
+            files.append(("potential", benchmarks / "potential" / dataset / f"eps{_eps(epsilon)}.tsv"))
+        for seed in sorted(group.seed):
+            name = f"{method}-eps{_eps(epsilon)}-seed{int(seed)}.tsv"
+            files += [(stage, benchmarks / stage / dataset / name) for stage in ("train", "evaluate")]
+        for stage, path in files:
+            seconds = read_benchmark(path)
+            if np.isnan(seconds):
+                row["missing"] += 1
+            else:
+                row[stage] += seconds
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["dataset", "method", "epsilon", "potential", "train", "evaluate", "seeds",
+                                        "missing"])
+    frame["total"] = frame[["potential", "train", "evaluate"]].sum(axis=1)
+    return frame
+
+
+def shared_costs(dataset: str, benchmarks: str | Path) -> dict[str, float]:
+    """Wall seconds of the per-data-set jobs every method shares (data preparation, FeatureNet)."""
+    benchmarks = Path(benchmarks)
+    out = {"data preparation": read_benchmark(benchmarks / "prepare" / f"{dataset}.tsv"),
+           "FeatureNet": read_benchmark(benchmarks / "feature_net" / f"{dataset}.tsv")}
+    return {k: v for k, v in out.items() if not np.isnan(v)}
+
+
+def pairing_table(train_summaries: list[dict]) -> pd.DataFrame:
+    """Pairing share of a training step per variant: mean / std over seeds, and the seconds behind it."""
+    columns = ["dataset", "method", "epsilon", "share_mean", "share_std", "pairing_seconds", "step_seconds", "seeds"]
+    if not train_summaries:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame([{"dataset": s["dataset"], "method": s["method"], "epsilon": float(s["epsilon_rel"]),
+                           "seed": s["seed"], "share": s["pairing_share"], "pairing_seconds": s["pairing_seconds"],
+                           "step_seconds": s["step_seconds"]} for s in train_summaries])
+    grouped = frame.groupby(["dataset", "method", "epsilon"])
+    out = grouped.agg(share_mean=("share", "mean"), share_std=("share", "std"),
+                      pairing_seconds=("pairing_seconds", "mean"), step_seconds=("step_seconds", "mean"),
+                      seeds=("seed", "count")).reset_index()
+    return out[columns]
+
+
+def git_state(repo: str | Path | None) -> dict:
+    """``{"commit", "dirty", "error"}`` of the git checkout holding ``repo`` (commit None when there is none).
+
+    ``dirty`` means tracked files differ from the commit (untracked files do not count).
+    """
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo or "."), *args], capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except FileNotFoundError:
+        return {"commit": None, "dirty": None, "error": "git is not installed"}
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+        message = (getattr(err, "stderr", "") or "").strip().splitlines()
+        return {"commit": None, "dirty": None, "error": message[0] if message else str(err)}
+    return {"commit": commit, "dirty": dirty, "error": None}
+
+
+# ------------------------------------------------------------------------------ model-based inputs
+
+def trajectory_panels(model_paths: dict[tuple[str, float], Path], nfe: int = TRAJECTORY_NFE,
+                      n_paths: int = TRAJECTORY_PATHS, seed: int = 0) -> list[dict]:
+    """Euler paths of each 2-D model from the same noise; curvature over 512 paths (``sdfm.metrics``)."""
+    import torch
+
+    from sdfm.jobs.train import load_trained
+    from sdfm.metrics import path_curvature
+    from sdfm.sampling import guided_velocity, integrate
+
+    panels = []
+    for (method, epsilon), path in model_paths.items():
+        model, state = load_trained(path, "cpu")
+        gen = torch.Generator().manual_seed(seed)
+        x0 = torch.randn(512, *state["sample_shape"], generator=gen)
+        num_classes = state.get("model_extra", {}).get("num_classes")
+        labels = torch.randint(num_classes, (512,), generator=gen) if num_classes else None
+        with torch.no_grad():
+            result = integrate(guided_velocity(model, labels), x0, solver="euler", nfe=nfe, return_trajectory=True)
+        trajectory = result.trajectory
+        panels.append({"method": method, "epsilon": epsilon, "curvature": path_curvature(trajectory),
+                       "paths": trajectory[:, :n_paths].reshape(trajectory.shape[0], n_paths, -1).numpy()})
+    return panels
+
+
+_GRID = re.compile(r"^(?P<solver>[a-z0-9]+)_nfe(?P<nfe>\d+)(?:_g(?P<g>[0-9.e+-]+))?\.png$")
+
+
+def sample_grid_files(run_dir: str | Path) -> dict[str, Path]:
+    """``{column label: png}`` of a run's evaluate grids at a few NFE (Euler, dopri5, MeanFlow maps)."""
+    found = []
+    for path in sorted((Path(run_dir) / "samples").glob("*.png")):
+        match = _GRID.match(path.name)
+        if match:
+            found.append((match["solver"], int(match["nfe"]), match["g"], path))
+    guided = {g for _, _, g, _ in found}
+    keep_g = None if None in guided else (sorted(guided)[0] if guided else None)  # one guidance scale
+    found = [f for f in found if f[2] == keep_g]
+    out = {}
+    fixed = [s for s in ("euler", "midpoint", "heun", "rk4") if any(f[0] == s for f in found)][:1]
+    for solver in ("meanflow", *fixed):
+        nfes = choose_nfes([n for s, n, _, _ in found if s == solver])
+        for s, n, _, path in found:
+            if s == solver and n in nfes:
+                out[f"{'MeanFlow' if s == 'meanflow' else s.capitalize()} {n}"] = path
+    for s, n, _, path in found:
+        if s == "dopri5":
+            out["dopri5 (adaptive)"] = path
+    return out
+
+
+# --------------------------------------------------------------------------------------- the job
+
+def _applicable(dataset: str, table: pd.DataFrame, potentials: list[dict], kind_of_data: str | None) -> list[str]:
+    """The figure kinds that have something to show for ``dataset``."""
+    own = table[table.dataset == dataset]
+    kinds = ["metrics_vs_nfe"]
+    if own[own.method != "fm"].epsilon.nunique() >= 2:
+        kinds.append("metrics_vs_epsilon")
+    if any(s["dataset"] == dataset for s in potentials):
+        kinds.append("chi2")
+    kinds.append("cost")
+    if kind_of_data == "points":
+        kinds.append("trajectories")
+    elif kind_of_data == "images":
+        kinds.append("samples")
+    return kinds
+
+
+def _cost_markdown(costs: pd.DataFrame, pairing: pd.DataFrame, shared: dict) -> list[str]:
+    lines = ["| method | potential fit (s) | training (s) | evaluation (s) | total (s) | pairing share of a step |",
+             "|---|---|---|---|---|---|"]
+    share = pairing.set_index(["method", "epsilon"])
+    for _, row in costs.sort_values(["method", "epsilon"], key=lambda c: c.map(figures.METHOD_ORDER)
+                                    if c.name == "method" else c).iterrows():
+        key = (row.method, row.epsilon)
+        cell = "–"
+        if key in share.index:
+            mean, std = share.at[key, "share_mean"], share.at[key, "share_std"]
+            cell = f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if pd.notna(std) else "")
+        lines.append(f"| {variant_label(row.method, row.epsilon)} | {row.potential:.1f} | {row.train:.1f} | "
+                     f"{row.evaluate:.1f} | {row.total:.1f} | {cell} |")
+    note = [f"Totals over {int(costs.seeds.max())} seed(s); a potential is fitted once per epsilon and shared by "
+            "its seeds."] if len(costs) else []
+    if shared:
+        note.append("Shared by every method: " + ", ".join(f"{k} {v:.1f} s" for k, v in shared.items()) + ".")
+    if len(costs) and costs.missing.sum():
+        note.append(f"{int(costs.missing.sum())} benchmark file(s) were missing and count as 0 s.")
+    return lines + ([""] + [" ".join(note)] if note else [])
+
+
+def write_report(metrics_csv: str | Path, summaries: list[str | Path], out_dir: str | Path, meta: dict,
+                 train_summaries: list[str | Path] = (), data: list[str | Path] = (),
+                 benchmarks: str | Path | None = None, figures_wanted: list[str] | None = None) -> Path:
+    """Draw the figures and write ``<out_dir>/report.md`` (figures under ``<out_dir>/figures``).
+
+    Args:
+        meta: ``experiment``; ``repo`` (the git checkout whose commit is recorded; or ``commit``
+            given as is); ``config`` (the run's config as a dict or JSON text, recorded as YAML).
+        train_summaries: the training jobs' ``model.json``; their ``model.pt`` and ``samples/``
+            beside them feed the trajectory and sample figures.
+        data: prepared data sets ``<name>.npz`` (the file stem is the data set's name).
+        benchmarks: the Snakemake benchmark folder; without it the cost figure shows pairing only.
+        figures_wanted: exactly these figures (``<dataset>_<kind>``), each drawn or, when its
+            inputs are missing, replaced by a figure that says so; default: every one that applies.
+    """
+    out_dir, fig_dir = Path(out_dir), Path(out_dir) / "figures"
     table = pd.read_csv(metrics_csv)
-    loaded = [json.loads(Path(p).read_text()) for p in summaries]
-    lines = ["# sdfm report", "", f"Experiment `{meta.get('experiment', '')}`, commit `{meta.get('commit', 'unknown')}`.", ""]
-    for dataset in sorted(table.dataset.unique()):
+    potentials = [json.loads(Path(p).read_text()) for p in summaries]
+    trained = [(Path(p), json.loads(Path(p).read_text())) for p in train_summaries]
+    data_paths = {Path(p).stem: Path(p) for p in data}
+    datasets = sorted(set(table.dataset) | {s["dataset"] for s in potentials} | {s["dataset"] for _, s in trained})
+    if figures_wanted is None:
+        kinds = {d: _applicable(d, table, potentials, _data_kind(d, data_paths, trained)) for d in datasets}
+    else:
+        kinds = {}
+        for name in figures_wanted:
+            dataset, kind = split_figure_name(name)
+            kinds.setdefault(dataset, []).append(kind)
+        datasets = sorted(set(datasets) | set(kinds))
+    runs = table[["dataset", "method", "epsilon", "seed"]].drop_duplicates()
+    pairing_all = pairing_table([s for _, s in trained])
+    if meta.get("commit"):
+        git = {"commit": meta["commit"], "dirty": None, "error": None}
+    else:
+        git = git_state(meta.get("repo"))
+    lines = [f"# sdfm report: {meta.get('experiment', '')}", "", _provenance(git, meta), "",
+             "Data sets: " + ", ".join(f"[{d}](#{d.lower()})" for d in datasets) + ".", ""]
+    for dataset in datasets:
         lines += [f"## {dataset}", ""]
-        fig_paths = plot_metric_vs_nfe(table, dataset, out_dir / "figures")
-        lines += [f"![{dataset} metrics vs NFE](figures/{fig_paths[0].name})", ""]
-        own = [s for s in loaded if s["dataset"] == dataset]
-        if own:
-            chi2_paths = plot_chi2_curves(own, dataset, out_dir / "figures")
-            lines += [f"![{dataset} potential convergence](figures/{chi2_paths[0].name})", ""]
-            lines += ["| epsilon (rel) | epsilon (abs) | steps | fit seconds | final chi² |", "|---|---|---|---|---|"]
-            for s in sorted(own, key=lambda s: s["epsilon_rel"]):
-                lines.append(f"| {s['epsilon_rel']:g} | {s['epsilon_abs']:.4g} | {s['steps_run']} | "
-                             f"{s['fit_seconds']:.1f} | {s['final_chi2']:.4f} |")
-            lines.append("")
+        wanted = kinds.get(dataset, [])
+        for kind in [k for k in FIGURE_KINDS if k in wanted]:
+            lines += _figure_section(kind, dataset, table, potentials, trained, data_paths, runs, pairing_all,
+                                     benchmarks, fig_dir)
+        lines += ["### Tables", ""]
         for metric in sorted(table[table.dataset == dataset].metric.unique()):
             means, stds = paper_table(table, dataset, metric)
-            lines += [f"### {metric_name(metric)} (mean ± std over seeds; best in bold)", "",
-                      format_paper_table(means, stds), ""]
+            lines += [f"**{metric_name(metric)}** (`{metric}`; mean ± std over seeds; lower is better, best in bold)",
+                      "", format_paper_table(means, stds), ""]
+        dopri = table[(table.dataset == dataset) & (table.solver == "dopri5")]
+        if len(dopri):
+            lines += [f"dopri5 used {dopri.nfe.mean():.0f} NFE on average ({int(dopri.nfe.min())}–"
+                      f"{int(dopri.nfe.max())} over runs).", ""]
+    lines += _config_section(meta.get("config"))
     report = out_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def _data_kind(dataset: str, data_paths: dict, trained: list) -> str | None:
+    """``points`` when a 2-D prepared data set and a model are given, ``images`` when grids exist."""
+    if dataset in data_paths and any(s["dataset"] == dataset for _, s in trained):
+        return "points"
+    if any(s["dataset"] == dataset and (p.parent / "samples").is_dir() for p, s in trained):
+        return "images"
+    return None
+
+
+def _provenance(git: dict, meta: dict) -> str:
+    if git.get("commit"):
+        state = {True: "dirty: tracked files differ from it", False: "clean", None: "state unknown"}[git.get("dirty")]
+        where = f" of `{meta['repo']}`" if meta.get("repo") else ""
+        text = f"Produced by commit `{git['commit']}`{where} ({state})."
+    else:
+        text = f"Commit unknown ({git.get('error') or 'no git information'})."
+    return text + " Figures: `figures/<name>.png` (and `.pdf` for print); configuration at the end."
+
+
+def _config_section(config) -> list[str]:
+    if not config:
+        return []
+    if isinstance(config, str):
+        config = json.loads(config)
+    text = yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)
+    return ["## Configuration", "", "The run's configuration (the config file after schema validation):", "",
+            "```yaml", text.rstrip(), "```", ""]
+
+
+def _figure_section(kind, dataset, table, potentials, trained, data_paths, runs, pairing_all, benchmarks,
+                    fig_dir) -> list[str]:
+    """Draw one figure (or its placeholder) and return its markdown (heading, image, tables)."""
+    stem = fig_dir / f"{dataset}_{kind}"
+    own = table[table.dataset == dataset]
+    extra: list[str] = []
+    title, reason = TITLES[kind], None
+    if kind == "metrics_vs_nfe":
+        solver = "euler" if (own.solver == "euler").any() else (str(own.solver.iloc[0]) if len(own) else "euler")
+        stats = summarise(own[own.solver == solver])
+        if stats.empty:
+            reason = "no metrics for this data set"
+        else:
+            figures.plot_metric_vs_nfe(stats, dataset, fig_dir, solver=solver, metric_name=metric_name)
+    elif kind == "metrics_vs_epsilon":
+        study = epsilon_study(table, dataset)
+        if study.empty or study[study.method != "fm"].epsilon.nunique() < 1:
+            reason = "no OT-FM / SD-FM metrics at Euler NFE"
+        else:
+            figures.plot_metric_vs_epsilon(study, dataset, fig_dir, metric_name=metric_name)
+    elif kind == "chi2":
+        own_pot = [s for s in potentials if s["dataset"] == dataset]
+        if not own_pot:
+            reason = "no SD-FM potential"
+        else:
+            figures.plot_chi2_curves(own_pot, dataset, fig_dir)
+            extra = ["| epsilon (rel) | epsilon (abs) | steps | fit seconds | final chi² |", "|---|---|---|---|---|"]
+            for s in sorted(own_pot, key=lambda s: s["epsilon_rel"]):
+                flag = " (diverging)" if s.get("diverging") else ""
+                extra.append(f"| {s['epsilon_rel']:g} | {s['epsilon_abs']:.4g} | {s['steps_run']} | "
+                             f"{s['fit_seconds']:.1f} | {s['final_chi2']:.4f}{flag} |")
+    elif kind == "cost":
+        costs = cost_table(runs[runs.dataset == dataset], benchmarks) if benchmarks else cost_table(runs.iloc[:0], ".")
+        pairing = pairing_all[pairing_all.dataset == dataset]
+        if costs.empty and pairing.empty:
+            reason = "no benchmark files or training summaries"
+        else:
+            figures.plot_cost(costs, pairing, dataset, fig_dir)
+            extra = _cost_markdown(costs, pairing, shared_costs(dataset, benchmarks) if benchmarks else {})
+    elif kind == "trajectories":
+        models = _first_seed_models(dataset, trained)
+        if dataset not in data_paths or not models:
+            reason = "needs the prepared 2-D data set and trained models"
+        else:
+            from sdfm.data import load_prepared
+
+            test = load_prepared(data_paths[dataset]).test
+            if test.dim() != 2 or test.shape[1] != 2:
+                reason = f"trajectories are drawn for 2-D data; {dataset} has samples of shape {tuple(test.shape[1:])}"
+            else:
+                figures.plot_trajectories(trajectory_panels(models), test[:2000].numpy(), dataset, fig_dir,
+                                          nfe=TRAJECTORY_NFE)
+    elif kind == "samples":
+        grids = {v: sample_grid_files(p.parent) for v, p in _first_seed_models(dataset, trained, ".json").items()}
+        grids = {v: g for v, g in grids.items() if g}
+        if not grids:
+            reason = "no sample grids under the runs' samples/ folders"
+        else:
+            columns = sorted({c for g in grids.values() for c in g}, key=_grid_column_order)
+            figures.plot_sample_grids(grids, columns, dataset, fig_dir)
+    if reason:
+        figures.placeholder(stem, f"{dataset}: {title}", reason)
+    lines = [f"### {title}", "", f"![{dataset}: {title}](figures/{stem.name}.png)", ""]
+    return lines + ([*extra, ""] if extra else [])
+
+
+TITLES = {"metrics_vs_nfe": "Sample quality vs NFE", "metrics_vs_epsilon": "Effect of epsilon at fixed NFE",
+          "chi2": "Semidiscrete potential: chi² convergence", "cost": "Compute cost",
+          "trajectories": "ODE trajectories", "samples": "Samples"}
+
+
+def _grid_column_order(label: str) -> tuple:
+    solver, _, nfe = label.partition(" ")
+    rank = {"MeanFlow": 0, "dopri5": 2}.get(solver, 1)
+    return (rank, int(nfe) if nfe.isdigit() else 0)
+
+
+def _first_seed_models(dataset: str, trained: list, suffix: str = ".pt") -> dict[tuple[str, float], Path]:
+    """``{(method, epsilon): model.pt (or model.json)}`` of the lowest seed of each variant of ``dataset``."""
+    best: dict = {}
+    for path, s in trained:
+        if s["dataset"] != dataset:
+            continue
+        key = (s["method"], float(s["epsilon_rel"]))
+        target = path.with_suffix(suffix)
+        if target.is_file() and (key not in best or s["seed"] < best[key][0]):
+            best[key] = (s["seed"], target)
+    return {k: v[1] for k, v in sorted(best.items(), key=lambda kv: variant_key(kv[0]))}
+
+
+# Backwards-compatible names (the figures live in sdfm.figures).
+def plot_metric_vs_nfe(table: pd.DataFrame, dataset: str, out_dir: str | Path, solver: str = "euler") -> list[Path]:
+    """Metric vs NFE figure of one data set from the tidy table (see ``figures.plot_metric_vs_nfe``)."""
+    stats = summarise(table[(table.dataset == dataset) & (table.solver == solver)])
+    return figures.plot_metric_vs_nfe(stats, dataset, out_dir, solver=solver, metric_name=metric_name)
+
+
+plot_chi2_curves = figures.plot_chi2_curves

@@ -217,11 +217,13 @@ def train(
             step += 1
             losses.append(value)
             step_seconds += time.perf_counter() - start
+            # Log before checkpointing: a job killed in between resumes after this step, so a
+            # value logged only after the checkpoint would never be logged.
+            if log_fn is not None and config.log_every and step % config.log_every == 0:
+                log_fn(step, {"loss": value, "lr": lr})
             if path is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
                 save()
                 saved_at = step
-            if log_fn is not None and config.log_every and step % config.log_every == 0:
-                log_fn(step, {"loss": value, "lr": lr})
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}")
         bar.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -14,9 +15,10 @@ from sdfm.data import DataError, Dataset, load_prepared
 from sdfm.io import atomic_write_json
 from sdfm.jobs.common import JobContext, pick_device
 from sdfm.ot import fit_potential, relative_epsilon
-from sdfm.tracking import job_run
+from sdfm.ot.potential import data_fingerprint
+from sdfm.tracking import job_run, run_key
 
-__all__ = ["fit_potential_job", "absolute_epsilon", "conditional_targets", "label_source"]
+__all__ = ["fit_potential_job", "absolute_epsilon", "checkpoint_path", "conditional_targets", "label_source"]
 
 Source = Callable[[int, torch.Generator], torch.Tensor]
 
@@ -110,22 +112,38 @@ def fit_potential_job(
         run.log_params({"epsilon_rel": epsilon_rel, "epsilon_abs": eps_abs, "n_points": y.shape[0],
                         "dim": y.shape[1], **settings, **({"beta": conditional["beta"]} if conditional else {})})
         start = time.perf_counter()
+        checkpoint = checkpoint_path(out, {**key, "data": data_fingerprint(y)})
         potential = fit_potential(
-            y.to(pick_device(device)), epsilon=eps_abs, seed=seed, progress=ctx.progress,
+            y.to(pick_device(device)), epsilon=eps_abs, seed=seed, progress=ctx.progress, checkpoint=checkpoint,
             callback=lambda step, values: run.log_metrics({"chi2": values["chi2"]}, step=step), **settings, **extra,
         )
         seconds = time.perf_counter() - start
+        diverging = potential.history["diverging"]
+        if diverging:
+            best = min(potential.history["chi2"])
+            print(f"WARNING: the chi^2 of potential {out} grew from {best:.4g} to {potential.history['chi2'][-1]:.4g}: "
+                  "lower potential.lr_scale or raise potential.steps", file=sys.stderr)
+        run.set_tags({"sdfm.potential_diverging": str(diverging).lower()})
         count, gen = 400_000 if y.shape[0] <= 20_000 else 65_536, torch.Generator().manual_seed(seed + 1)
         final = potential.chi2(source(count, gen) if source is not None else torch.randn(count, y.shape[1], generator=gen))
         summary = {
             "dataset": dataset, "epsilon_rel": epsilon_rel, "epsilon_abs": eps_abs, "fit_seconds": seconds,
             "steps_run": potential.history["steps_run"], "final_chi2": final,
             "chi2_curve": {"step": potential.history["step"], "chi2": potential.history["chi2"]},
-            "lr0": potential.history["lr0"], "gap_scale": potential.history["gap_scale"], "mlflow_run_id": run.run_id,
+            "lr0": potential.history["lr0"], "gap_scale": potential.history["gap_scale"], "diverging": diverging,
+            "mlflow_run_id": run.run_id,
         }
         run.log_metrics({"final_chi2": final, "fit_seconds": seconds})
         potential.history["mlflow_run_id"] = run.run_id  # the train jobs tag their runs with it
         potential.to("cpu").save(out, include_data=False)
         atomic_write_json(summary_out, summary)
         run.log_artifact(summary_out)
+    checkpoint.unlink(missing_ok=True)
     return summary
+
+
+def checkpoint_path(out: str | Path, key: dict) -> Path:
+    """Where the fit of ``out`` checkpoints: next to it, named by the job's key, so a fit with other
+    settings never resumes it. Removed once ``out`` is written."""
+    out = Path(out)
+    return out.parent / f".{out.stem}.{run_key(key)}.ckpt"

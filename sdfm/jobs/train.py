@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -60,6 +61,10 @@ def train_job(
         potential = SemidiscretePotential.load(potential_path, y=keys, device=device)
         tags["potential_run_key"] = run_key({"path": str(Path(potential_path).resolve())})
         tags["potential_mlflow_run_id"] = potential.history.get("mlflow_run_id", "")
+        if potential.history.get("diverging"):
+            tags["sdfm.potential_diverging"] = "true"
+            print(f"WARNING: potential {potential_path} was diverging when its fit stopped (chi^2 grew); "
+                  "its pairs are not the OT pairs: refit it with a lower potential.lr_scale", file=sys.stderr)
     coupling = make_coupling(method, flat, labels=labels, num_classes=num_classes, epsilon_rel=epsilon_rel,
                              potential=potential, beta=beta)
     model_kwargs = _model_kwargs(model_settings)

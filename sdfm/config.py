@@ -128,6 +128,12 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
                 f"its keys are {', '.join(sorted(_MODEL_KEYS[model['kind']]))}"
             )
         _check_image_track(config, name, merged)
+        potential = merged["potential"]
+        if potential.get("processes", 1) > 1 and potential.get("init") == "multiscale":
+            raise ConfigError(
+                f"config key '{_where(config, name, 'potential', 'init')}': 'multiscale' cannot be sharded over "
+                f"potential.processes = {potential['processes']} ranks; use init 'gaussian' or processes 1"
+            )
         for solver in merged["evaluate"]["solvers"]:
             if solver in _OWN_NFE_SOLVERS:
                 continue

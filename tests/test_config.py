@@ -68,6 +68,8 @@ BAD = [
     (("datasets", "img"), {"source": "imagenet32", "options": {"path": "/no/such/dir"}}, "datasets.img.options.path"),
     (("datasets", "moons", "model"), {"kind": "mlp", "base_channels": 8}, "datasets.moons.model.base_channels"),
     (("datasets", "moons", "evaluate"), {"solvers": ["rk4"], "nfe": [2]}, "datasets.moons.evaluate.nfe"),
+    (("potential", "processes"), 0, "potential.processes"),
+    (("datasets", "moons", "potential"), {"processes": 2, "init": "multiscale"}, "datasets.moons.potential.init"),
     (("gpu",), "yes", "gpu"),
     (("unknown_key",), 1, "unknown_key"),
 ]

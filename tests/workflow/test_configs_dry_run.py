@@ -95,3 +95,15 @@ def test_gpu_configs_fail_cleanly_without_their_data(tmp_path):
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if "invalid config" in line]
     assert len(lines) == 1 and "'datasets.imagenet32.options.path'" in lines[0]
+
+
+def test_sharded_potentials_are_launched_with_torchrun(tmp_path):
+    """``potential.processes: 8`` (imagenet32.yaml) runs the fit as 8 torchrun ranks with --distributed."""
+    config = patched(yaml.safe_load((REPO / "workflow" / "configs" / "imagenet32.yaml").read_text()), tmp_path)
+    workdir = tmp_path / "work"
+    write_config(workdir, config)
+    result = snakemake(workdir, "--cores", "8", "-n", "-p", "--forcerun", "fit_potential")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    fits = [line for line in (result.stdout + result.stderr).splitlines() if "fit-potential" in line]
+    assert fits and all("torchrun --standalone --nproc-per-node 8 -m sdfm.cli fit-potential" in l for l in fits)
+    assert all("--distributed" in l and '"processes"' not in l for l in fits)

@@ -142,7 +142,8 @@ def job_run(experiment: str, run_name: str, key_fields: dict, tags: dict | None 
         run_id = found[0].info.run_id
         with_retries(lambda: client.update_run(run_id, status="RUNNING"))
     else:
-        all_tags = {RUN_KEY_TAG: key, "mlflow.runName": run_name, **(tags or {})}
+        # Tag values must be strings: a tracking server (REST store) rejects anything else.
+        all_tags = {k: str(v) for k, v in {RUN_KEY_TAG: key, "mlflow.runName": run_name, **(tags or {})}.items()}
         run_id = with_retries(lambda: client.create_run(experiment_id, tags=all_tags, run_name=run_name)).info.run_id
     handle = JobRun(client, run_id)
     if tags:

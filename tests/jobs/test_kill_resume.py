@@ -30,7 +30,7 @@ MODEL = {"kind": "mlp", "hidden": 64, "depth": 2}
 TRAIN = {"steps": 480, "batch_size": 64, "checkpoint_every": 20, "log_every": 10, "warmup_steps": 10}
 EVALUATE = {"solvers": ["euler"], "nfe": [1, 4], "n_samples": 300, "metrics": ["w2", "energy"]}
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # ~2 min: 14 job starts
 
 
 def _command(name: str, results: Path, *args: str) -> list[str]:

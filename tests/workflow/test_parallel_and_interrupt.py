@@ -29,7 +29,7 @@ PARALLEL["methods"] = {"fm": {}, "otfm": {"epsilons": [0.0]}, "sdfm": {"epsilons
 PARALLEL["seeds"] = [0, 1]
 TRAIN_JOBS = 4 * 2  # variants x seeds
 
-pytestmark = pytest.mark.timeout(1500)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # ~4 min: two DAG runs and a rerun
 
 
 def _runs(workdir, experiment):

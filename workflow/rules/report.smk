@@ -1,3 +1,7 @@
+# Cheap jobs that read every run's outputs: on a cluster they run where Snakemake runs, unqueued.
+localrules: aggregate, report
+
+
 rule aggregate:
     input:
         [f"{R}/runs/{j['dataset']}/{j['method']}/eps{j['epsilon']}/seed{j['seed']}/metrics.csv" for j in JOBS],

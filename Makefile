@@ -31,5 +31,11 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
+# The performance benchmarks (quick grids; SDFM_BENCH_FULL=1 for the full ones) into reports/bench/.
+# torchcfm is the peer of the pairing benchmark; its declared dependencies (Lightning, ...) are unused.
+bench: $(STAMP)
+	$(BIN)/pip install -q --no-deps torchcfm==1.0.7
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 1 bench
+
 clean-results:
 	rm -rf results reports/report.md reports/figures .snakemake

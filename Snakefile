@@ -31,3 +31,7 @@ rule all:
     input:
         f"{R}/metrics.csv",
         f"{REPORTS}/report.md",
+
+
+# After `all`, so that `all` stays the default target; `snakemake bench` runs the benchmarks.
+include: "workflow/rules/bench.smk"

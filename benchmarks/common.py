@@ -8,6 +8,7 @@ synchronised before every clock read.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -26,6 +27,9 @@ __all__ = [
     "BENCH_DIR",
     "ROOT",
     "bench_style",
+    "budgeted_medians",
+    "extrapolate",
+    "fit_power_law",
     "interleaved_medians",
     "machine_note",
     "save_figure",
@@ -69,6 +73,66 @@ def interleaved_medians(fns: Sequence[Callable[[], object]], repeats: int = 5, w
         for fn, out in zip(fns, samples):
             out.append(timed(fn, device))
     return [statistics.median(s) for s in samples]
+
+
+def budgeted_medians(
+    fns: Sequence[Callable[[], object]],
+    first: Sequence[float],
+    repeats: int = 5,
+    budget: float = math.inf,
+    device="cpu",
+    min_seconds: float = 0.0,
+    max_rounds: int = 100,
+) -> tuple[list[float], int]:
+    """Interleaved medians when they fit a time budget, else the first (warm-up) call's times.
+
+    For cells that take from milliseconds to minutes. ``first`` holds the seconds of one call
+    of each function already made (the warm-up). When one round costs more than a third of
+    ``budget`` those times are the measurement (one round: a call that long is past any
+    warm-up effect). Otherwise interleaved rounds are timed and their medians returned: at
+    least ``repeats``, more for short calls until the rounds fill ``min_seconds`` (at most
+    ``max_rounds``), never more than ``budget`` allows.
+
+    Returns:
+        (seconds per call of each function, rounds behind them).
+    """
+    round_s = max(sum(first), 1e-9)
+    if round_s > budget / 3:
+        return list(first), 1
+    rounds = min(max(repeats, math.ceil(min_seconds / round_s)), max_rounds, int(budget / round_s))
+    rounds = max(1, rounds)
+    return interleaved_medians(fns, repeats=rounds, warmup=0, device=device), rounds
+
+
+def fit_power_law(x: Sequence[float], t: Sequence[float]) -> tuple[float, float]:
+    """Least-squares fit of ``t = a x^b`` in log-log; ``(nan, nan)`` with fewer than 2 usable points.
+
+    Points with a non-finite or non-positive ``x`` or ``t`` (skipped or failed cells) are left out.
+    """
+    import numpy as np
+
+    x, t = np.asarray(x, dtype=float), np.asarray(t, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(t) & (x > 0) & (t > 0)
+    if len(np.unique(x[keep])) < 2:
+        return math.nan, math.nan
+    b, log_a = np.polyfit(np.log(x[keep]), np.log(t[keep]), 1)
+    return float(math.exp(log_a)), float(b)
+
+
+def extrapolate(x: Sequence[float], t: Sequence[float], at: float, exponent: float) -> float:
+    """Predicted ``t`` at ``at`` from the largest measured point, growing as ``x^b``.
+
+    ``b`` is the fitted exponent of the measured points, never below ``exponent`` (small sizes
+    are dominated by fixed costs, so their slope under-predicts): a conservative estimate, used
+    to skip cells that would run past a budget.
+    """
+    pairs = [(xi, ti) for xi, ti in zip(x, t) if math.isfinite(ti) and ti > 0]
+    if not pairs:
+        return 0.0
+    _, b = fit_power_law(*zip(*pairs)) if len(pairs) >= 2 else (math.nan, math.nan)
+    b = max(b, exponent) if math.isfinite(b) else exponent
+    x_last, t_last = max(pairs)
+    return t_last * (at / x_last) ** b
 
 
 def write_csv(rows: list[dict] | pd.DataFrame, path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:

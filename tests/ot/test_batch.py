@@ -39,3 +39,15 @@ def test_sinkhorn_draws_follow_the_rows_of_the_plan():
 def test_mismatched_batches_are_refused():
     with pytest.raises(ValueError, match="as many"):
         batch_ot_pairing(torch.randn(3, 2), torch.randn(4, 2))
+
+
+def test_the_network_simplex_path_for_2d_batches_is_an_optimal_permutation():
+    from sdfm.ot.batch import NETWORK_SIMPLEX_MIN_N, exact_assignment
+
+    rng = np.random.default_rng(3)
+    x0, x1 = rng.standard_normal((NETWORK_SIMPLEX_MIN_N, 2)), 2 * rng.standard_normal((NETWORK_SIMPLEX_MIN_N, 2))
+    cost = -(x0 @ x1.T)
+    pairing = exact_assignment(cost)
+    assert np.array_equal(np.sort(pairing), np.arange(len(pairing)))
+    rows, cols = linear_sum_assignment(cost)
+    assert cost[np.arange(len(pairing)), pairing].sum() == pytest.approx(cost[rows, cols].sum(), abs=1e-9)

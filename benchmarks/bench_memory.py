@@ -18,7 +18,11 @@ coarse-to-fine extension draws ``max(64 N / coarsen_factor, 65536)`` source samp
 exceeds the available memory are skipped, and a child that dies is recorded with NaN.
 
 Usage: ``python benchmarks/bench_memory.py [--quick]`` (full: d = 784 up to N = 1e6,
-3.1 GB of data, about 10 minutes on 2 cores).
+3.1 GB of data, about 10 minutes on 2 cores). A single point, e.g. the 24 GiB check of a few SGD
+steps at N = 1e6, d = 784, B = 1024:
+``python benchmarks/bench_memory.py --n 1000000 --inits voronoi --budget-gib 24``; with ``--n``
+the rows measured replace those of the same (n, d, batch, init) in the existing CSV, the others
+are kept.
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+import pandas as pd
 
 from common import BENCH_DIR, bench_style, machine_note, save_figure, write_csv
 from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS
@@ -128,14 +135,22 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="N up to 3e4 only")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--out", default=str(BENCH_DIR / "memory.csv"))
+    parser.add_argument("--n", type=float, nargs="+",
+                        help="only these N (batch 1024, d of the grid); merged into --out")
+    parser.add_argument("--inits", default=",".join(INITS), help="comma-separated subset of " + ",".join(INITS))
+    parser.add_argument("--budget-gib", type=float, default=None, help="report whether each peak fits in this budget")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(*map(int, args.child[:4]), args.child[4])
         return
     grid = QUICK if args.quick else FULL
-    points = [(n, grid["d"], b, init) for init in INITS for n in grid["n"] for b in grid["batch"]]
-    points += [(grid["b_sweep_n"], grid["d"], b, "voronoi") for b in grid["b_sweep"]]
+    inits = [i for i in INITS if i in args.inits.split(",")]
+    if args.n:
+        points = [(int(n), grid["d"], 1024, init) for init in inits for n in args.n]
+    else:
+        points = [(n, grid["d"], b, init) for init in inits for n in grid["n"] for b in grid["batch"]]
+        points += [(grid["b_sweep_n"], grid["d"], b, "voronoi") for b in grid["b_sweep"] if "voronoi" in inits]
     rows = []
     for n, d, batch, init in points:
         if estimate_mb(n, d, init) > mem_available_mb():
@@ -143,7 +158,18 @@ def main(argv=None) -> None:
                   f"{mem_available_mb():.0f} available")
             continue
         rows.append(measure(n, d, batch, args.steps, init))
-    frame = write_csv(rows, args.out, COLUMNS)
+        if args.budget_gib is not None:
+            peak_gib = rows[-1]["peak_mb"] / 1024
+            verdict = "fits in" if peak_gib <= args.budget_gib else "EXCEEDS"
+            print(f"n={n} d={d} B={batch} init={init}: peak RSS {peak_gib:.2f} GiB {verdict} {args.budget_gib:g} GiB")
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if args.n and Path(args.out).exists():  # keep the other points of the existing table
+        old = pd.read_csv(args.out)
+        key = ["n", "d", "batch", "init"]
+        measured = set(map(tuple, frame[key].astype(str).to_numpy()))
+        old = old[[tuple(r) not in measured for r in old[key].astype(str).to_numpy()]]
+        frame = pd.concat([old, frame], ignore_index=True).sort_values(["init", "batch", "n"])
+    frame = write_csv(frame, args.out, COLUMNS)
     plot(frame, args.out.replace(".csv", ".png"))
     print(f"wrote {args.out} and its .png ({len(frame)} rows)")
 

@@ -37,6 +37,7 @@ __all__ = [
     "row_blocks",
     "reduce_scores",
     "sample_assignment",
+    "topk_total_variation",
 ]
 
 #: Largest number of score entries held at once (2^26 float32 = 256 MiB).
@@ -202,6 +203,61 @@ def sample_assignment(
             u = torch.rand(weights.shape[0], 1, generator=generator, device=weights.device, dtype=torch.float64)
             chosen.append(inverse_cdf_draw(weights, u))
     return torch.cat(chosen)
+
+
+def topk_total_variation(
+    queries: Tensor,
+    keys: Tensor,
+    epsilon: float,
+    ks,
+    *,
+    block_elems: int = DEFAULT_BLOCK_ELEMS,
+) -> Tensor:
+    """Per query, the total variation between the top-k draw and the exact draw of :func:`sample_assignment`.
+
+    With ``p_i = softmax_j(s_ij / eps)`` (the keys carry ``eps log b``) and ``T_k`` the k largest
+    entries of ``p_i``, the top-k draw follows ``q_i = p_i 1[T_k] / P_ik`` with
+    ``P_ik = sum_(j in T_k) p_ij``, so
+
+        TV(q_i, p_i) = 1/2 sum_j |q_ij - p_ij| = 1/2 [P_ik (1 / P_ik - 1) + (1 - P_ik)] = 1 - P_ik,
+
+    the softmax mass outside the k best scores: computed as (sum of the other terms) / (row sum),
+    in float64 (a float64 copy of each score block: twice the memory of :func:`reduce_scores`),
+    without cancellation. 0 when ``k >= N``.
+
+    Args:
+        queries: (B, d + 1) augmented queries ``[x, 1]``.
+        keys: (N, d + 1) augmented keys ``[y, g + eps log b]``.
+        epsilon: the regularisation, > 0.
+        ks: the values of k.
+        block_elems: largest number of scores held at once.
+
+    Returns:
+        (B, len(ks)) float64.
+    """
+    if epsilon <= 0:
+        raise ValueError(f"the top-k draw differs from the exact one only at eps > 0, got {epsilon}")
+    ks = [int(k) for k in ks]
+    n_keys = keys.shape[0]
+    k_max = min(max(ks), n_keys)
+    out = []
+    for rows in row_blocks(queries.shape[0], n_keys, block_elems):
+        scores = (queries[rows] / epsilon) @ keys.T
+        best = scores.topk(k_max, dim=1)  # sorted, largest first
+        top = (best.values - best.values[:, :1]).to(torch.float64).exp_()
+        weights = (scores - best.values[:, :1]).to(torch.float64).exp_().scatter_(1, best.indices, 0.0)
+        rest = weights.sum(dim=1)  # the terms beyond the k_max best, summed directly (no cancellation)
+        total = rest + top.sum(dim=1)
+        top_tail = top.flip(1).cumsum(dim=1).flip(1)  # top_tail[:, m] = sum of top[:, m:]
+        tv = []
+        for k in ks:
+            if k >= n_keys:
+                tv.append(torch.zeros_like(rest))
+            else:
+                tv.append((rest + (top_tail[:, k] if k < k_max else 0.0)) / total)
+        out.append(torch.stack(tv, dim=1))
+        del scores, weights
+    return torch.cat(out)
 
 
 #: Columns per chunk of the two-level search in :func:`inverse_cdf_draw`.

@@ -28,6 +28,28 @@ plain SGD with EMA 0.99 0.069; Nesterov momentum 0.9 with lr_scale 0.05 and EMA 
 with Polyak averaging after 30% 0.027, with EMA 0.999 0.023 (0.046 at 3,000 steps); Adam
 0.24-0.56. The last is the default: momentum smooths the slow, low-frequency modes of the
 potential, the long EMA averages out the batch noise without a burn-in tied to the budget.
+
+Decreasing regularisation (``epsilon_schedule="drag"``, DRAG: Genans, Godichon-Baggioni, Vialard,
+Wintenberger, NeurIPS 2025, as POT's ``solve_semidiscrete(decreasing_reg=True)``). Step t
+(from 1) ascends the semi-dual at
+
+    eps_t = max(eps, eps_0 / t^alpha),   eps_0 = drag_eps0 * delta,   alpha = drag_exponent,
+
+with delta the gap scale above, measured at the start (POT: ``max(reg, 0.1 / t^0.5)``, eps_0
+absolute). Early steps are smooth (every point near a cell boundary moves mass to all its
+neighbours), later ones sharpen towards the target eps. POT never reaches eps = 0 this way; here,
+when the target is eps = 0, the steps use hard assignments (eps_t = 0, the MIPS) as soon as
+``eps_0 / t^alpha < drag_hard_below * delta``, i.e. for every step
+``t > (drag_eps0 / drag_hard_below)^(1 / alpha)`` (3,600 with the defaults 3, 0.5, 0.05). The step
+size, the averaging and the chi^2 evaluations are unchanged (the chi^2 is always that of the
+target eps): only the coupling of the stochastic gradient changes, and with it the key column
+``g + eps_t log b`` of the augmented MIPS, rebuilt for each step's eps_t. See :func:`epsilon_at`.
+Measured on the 5,000 checkerboard points (defaults otherwise, eps = 0, chi^2 on 400k samples):
+at 5,000 steps 0.0128 against 0.0129 for the constant schedule, but the internal curve is
+0.04 / 0.01 at 1,000 / 2,000 steps against 0.107 / 0.048; soft steps cost about 1.3-1.8x a hard
+one on CPU (an exponential per score). Staying soft to the end (``drag_hard_below`` small) gave
+0.020 at 2,000 steps against 0.049: the soft gradient is less noisy than the hard counts.
+It stays opt-in: ``"constant"`` is the default, and keeps results bit-identical.
 """
 
 from __future__ import annotations
@@ -46,7 +68,8 @@ from sdfm.ot.chi2 import chi2_unbiased
 from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, augment_keys, augment_queries, reduce_scores
 from sdfm.ot.potential import SemidiscretePotential
 
-__all__ = ["PotentialDiverged", "Reducer", "SolverConfig", "SemidiscreteSolver", "fit_potential", "gap_scale"]
+__all__ = ["PotentialDiverged", "Reducer", "SolverConfig", "SemidiscreteSolver", "epsilon_at", "fit_potential",
+           "gap_scale"]
 
 
 class PotentialDiverged(RuntimeError):
@@ -78,6 +101,12 @@ class SolverConfig:
         chi2_threshold: stop as soon as an evaluation reaches it.
         block_elems: largest score block held in memory.
         progress: show a tqdm bar with the current chi^2.
+        epsilon_schedule: ``"constant"`` (every step at the target eps) or ``"drag"``
+            (decreasing regularisation, see the module docstring and :func:`epsilon_at`).
+        drag_eps0: DRAG's initial regularisation eps_0, in units of the gap scale delta.
+        drag_exponent: DRAG's decay exponent alpha of ``eps_0 / t^alpha``.
+        drag_hard_below: towards eps = 0, DRAG switches to hard assignments once
+            ``eps_0 / t^alpha`` falls below this many gap scales.
     """
 
     steps: int = 5000
@@ -99,6 +128,10 @@ class SolverConfig:
     chi2_threshold: float | None = None
     block_elems: int = DEFAULT_BLOCK_ELEMS
     progress: bool = True
+    epsilon_schedule: str = "constant"
+    drag_eps0: float = 3.0
+    drag_exponent: float = 0.5
+    drag_hard_below: float = 0.05
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 2 or self.eval_batch < 2 or self.eval_every < 1:
@@ -109,6 +142,26 @@ class SolverConfig:
             raise ValueError(f"averaging must be 'ema', 'polyak' or 'none', got {self.averaging!r}")
         if self.init not in ("multiscale", "gaussian", "voronoi", "zero"):
             raise ValueError(f"init must be 'multiscale', 'gaussian', 'voronoi' or 'zero', got {self.init!r}")
+        if self.epsilon_schedule not in ("constant", "drag"):
+            raise ValueError(f"epsilon_schedule must be 'constant' or 'drag', got {self.epsilon_schedule!r}")
+        if not (self.drag_eps0 > 0 and self.drag_exponent > 0 and self.drag_hard_below >= 0):
+            raise ValueError("drag_eps0 and drag_exponent must be > 0 and drag_hard_below >= 0")
+
+
+def epsilon_at(cfg: SolverConfig, step: int, epsilon: float, scale: float) -> float:
+    """The regularisation of SGD step ``step`` (from 1) towards the target ``epsilon``.
+
+    ``"constant"``: ``epsilon``. ``"drag"``: ``max(epsilon, eps_0 / step^alpha)`` with
+    ``eps_0 = drag_eps0 * scale`` (``scale``: the gap scale delta of the fit); towards
+    ``epsilon = 0`` it is exactly 0 (hard assignments) once ``eps_0 / step^alpha`` is below
+    ``drag_hard_below * scale``.
+    """
+    if cfg.epsilon_schedule == "constant":
+        return epsilon
+    decayed = cfg.drag_eps0 / max(step, 1) ** cfg.drag_exponent  # in gap scales
+    if epsilon == 0 and decayed < cfg.drag_hard_below:
+        return 0.0
+    return max(epsilon, decayed * scale)
 
 
 def gap_scale(x: Tensor, keys: Tensor, epsilon: float, block_elems: int = DEFAULT_BLOCK_ELEMS, combine=None) -> float:
@@ -289,9 +342,10 @@ class SemidiscreteSolver:
             reducer.agree(state["step"], "the step of the checkpoint")
         else:
             state = self._initial_state(y, b, epsilon, seed, source, sample, reducer)
-        lr0 = state["history"]["lr0"]
+        lr0, scale = state["history"]["lr0"], state["history"]["gap_scale"]
         keys = augment_keys(y, state["g"], epsilon, log_b)
-        keys[:, d] = _key_column(state["g"], epsilon, log_b).to(keys.dtype)  # as each step writes it
+        eps_next = epsilon_at(cfg, state["step"] + 1, epsilon, scale)
+        keys[:, d] = _key_column(state["g"], eps_next, log_b).to(keys.dtype)  # as each step writes it
         g, history = state["g"], state["history"]
         bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"potential eps={epsilon:.3g}",
                    disable=not cfg.progress or not reducer.is_main, leave=False)
@@ -299,15 +353,17 @@ class SemidiscreteSolver:
         done = bool(history["chi2"]) and cfg.chi2_threshold is not None and history["chi2"][-1] <= cfg.chi2_threshold
         while not done and step < cfg.steps:
             step += 1
+            eps_t = eps_next  # this step's regularisation, with which the key column was written
             reduction = reduce_scores(
-                augment_queries(sample(cfg.batch_size)), keys, epsilon, need_mass_sq=False, block_elems=cfg.block_elems,
+                augment_queries(sample(cfg.batch_size)), keys, eps_t, need_mass_sq=False, block_elems=cfg.block_elems,
                 combine=reducer.combine,
             )
             grad = b - reduction.mass / cfg.batch_size
             lr = lr0 * (1.0 + step / cfg.decay_steps) ** (-cfg.decay_power)
             _ascent_step(cfg, state, grad, lr, step)
             g -= reducer.total((b * g).sum())  # the semi-dual is invariant to constant shifts; keep <b, g> = 0
-            keys[:, d] = _key_column(g, epsilon, log_b).to(keys.dtype)
+            eps_next = epsilon_at(cfg, step + 1, epsilon, scale)
+            keys[:, d] = _key_column(g, eps_next, log_b).to(keys.dtype)
             state["g_avg"], state["n_avg"] = _average(cfg, g, state["g_avg"], state["n_avg"], step)
             bar.update(1)
 
@@ -320,13 +376,15 @@ class SemidiscreteSolver:
                 history["chi2"].append(chi2)
                 bar.set_postfix(chi2=f"{chi2:.4f}")
                 if callback is not None:
-                    callback(step, {"chi2": chi2, "lr": lr})
+                    callback(step, {"chi2": chi2, "lr": lr, "epsilon_step": eps_t})
                 state["step"] = step
                 if checkpoint is not None:
                     _save_checkpoint(checkpoint, state, gen)
                 done = cfg.chi2_threshold is not None and chi2 <= cfg.chi2_threshold
         bar.close()
         history["steps_run"] = step
+        if cfg.epsilon_schedule != "constant":
+            history["epsilon_last_step"] = epsilon_at(cfg, max(step, 1), epsilon, scale)
         history["diverging"] = _is_diverging(history["chi2"])
         return SemidiscretePotential(y, state["g_avg"].to(y.dtype), epsilon, b, history, cfg.block_elems)
 
@@ -409,8 +467,9 @@ def _check_resumable(path, state: dict, cfg: SolverConfig, n: int, epsilon: floa
     """Refuse a checkpoint written by another problem or other settings: its resumption would not
     be the run asked for."""
     saved = state["history"].get("config", {})
-    wanted = asdict(cfg)
-    changed = [k for k in wanted if k not in _RESUMABLE_CHANGES and saved.get(k) != wanted[k]]
+    wanted, defaults = asdict(cfg), asdict(SolverConfig())
+    # a key missing from an older checkpoint had its (then only) default value
+    changed = [k for k in wanted if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != wanted[k]]
     problem = state["g"].shape[0] != n or state["history"].get("epsilon", epsilon) != epsilon
     problem = problem or state["history"].get("seed", seed) != seed
     if changed or problem:
@@ -473,7 +532,8 @@ def fit_potential(
         seed: seed of the source samples.
         device: where to compute (default: where ``y`` lives).
         chi2_threshold: stop once the chi^2 estimate of the averaged potential reaches it.
-        callback: called as ``callback(step, {"chi2": ..., "lr": ...})`` at every evaluation.
+        callback: called as ``callback(step, {"chi2": ..., "lr": ..., "epsilon_step": ...})`` at every
+            evaluation (``epsilon_step``: the regularisation of that step's gradient, see :func:`epsilon_at`).
         checkpoint: file to checkpoint to and resume from (see :meth:`SemidiscreteSolver.__call__`).
         source: ``source(count, generator) -> (count, d)`` samples of the source (default N(0, I_d)).
         **options: any other :class:`SolverConfig` field.

@@ -11,7 +11,7 @@ BENCH_FULL = os.environ.get("SDFM_BENCH_FULL", "").lower() in ("1", "true", "yes
 BENCH_FLAGS = "" if BENCH_FULL else "--quick"
 BENCH_SRC = f"{workflow.basedir}/benchmarks"
 BENCH_OUT = f"{REPORTS}/bench"
-BENCHMARKS = ["kernel", "peers", "memory", "pairing", "train_step"]
+BENCHMARKS = ["kernel", "peers", "memory", "pairing", "train_step", "topk"]
 
 
 def bench_shell(name):
@@ -99,3 +99,18 @@ rule bench_train_step:
     threads: workflow.cores
     shell:
         bench_shell("train_step")
+
+
+rule bench_topk:
+    output:
+        csv=f"{BENCH_OUT}/topk.csv",
+        png=f"{BENCH_OUT}/topk.png",
+    params:
+        flags=BENCH_FLAGS,
+    log:
+        f"{R}/logs/bench/topk.log",
+    benchmark:
+        f"{R}/benchmarks/bench/topk.tsv"
+    threads: workflow.cores
+    shell:
+        bench_shell("topk")

@@ -2,7 +2,8 @@
 #   snakemake --cores 2 bench                     the quick grids (minutes on 2 cores)
 #   SDFM_BENCH_FULL=1 snakemake --cores 2 bench   the full grids (hours on a CPU)
 #   snakemake --cores 2 bench_pairing             one benchmark
-# Each writes its CSV and PNG to <reports_dir>/bench/. A job takes every core given to Snakemake,
+# Each writes its CSV and PNG to <reports_dir>/bench/. A job takes every core given to Snakemake
+# (threads above any --cores are capped to it),
 # so no two benchmarks run (and disturb each other's timings) at once. Switching
 # SDFM_BENCH_FULL changes the rules' params, which makes Snakemake rerun them.
 import os
@@ -35,7 +36,7 @@ rule bench_kernel:
         f"{R}/logs/bench/kernel.log",
     benchmark:
         f"{R}/benchmarks/bench/kernel.tsv"
-    threads: workflow.cores
+    threads: 1024  # capped at --cores: a benchmark gets every core, so none run side by side
     shell:
         bench_shell("kernel")
 
@@ -50,7 +51,7 @@ rule bench_peers:
         f"{R}/logs/bench/peers.log",
     benchmark:
         f"{R}/benchmarks/bench/peers.tsv"
-    threads: workflow.cores
+    threads: 1024  # capped at --cores: a benchmark gets every core, so none run side by side
     shell:
         bench_shell("peers")
 
@@ -65,7 +66,7 @@ rule bench_memory:
         f"{R}/logs/bench/memory.log",
     benchmark:
         f"{R}/benchmarks/bench/memory.tsv"
-    threads: workflow.cores
+    threads: 1024  # capped at --cores: a benchmark gets every core, so none run side by side
     shell:
         bench_shell("memory")
 
@@ -81,7 +82,7 @@ rule bench_pairing:
         f"{R}/logs/bench/pairing.log",
     benchmark:
         f"{R}/benchmarks/bench/pairing.tsv"
-    threads: workflow.cores
+    threads: 1024  # capped at --cores: a benchmark gets every core, so none run side by side
     shell:
         bench_shell("pairing")
 
@@ -96,7 +97,7 @@ rule bench_train_step:
         f"{R}/logs/bench/train_step.log",
     benchmark:
         f"{R}/benchmarks/bench/train_step.tsv"
-    threads: workflow.cores
+    threads: 1024  # capped at --cores: a benchmark gets every core, so none run side by side
     shell:
         bench_shell("train_step")
 
@@ -111,6 +112,6 @@ rule bench_topk:
         f"{R}/logs/bench/topk.log",
     benchmark:
         f"{R}/benchmarks/bench/topk.tsv"
-    threads: workflow.cores
+    threads: 1024  # capped at --cores: a benchmark gets every core, so none run side by side
     shell:
         bench_shell("topk")

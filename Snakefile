@@ -1,6 +1,7 @@
 # sdfm: FM vs OT-FM vs SD-FM. `snakemake --cores all` runs config.yaml; see README.md.
 import json
 import sys
+from pathlib import Path
 
 from sdfm.config import ConfigError, dataset_settings, epsilon_label, job_grid, needs_feature_net, validate_config
 
@@ -24,6 +25,14 @@ include: "workflow/rules/potential.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/feature_net.smk"
 include: "workflow/rules/evaluate.smk"
+
+
+# Each study's rules; configured only when its `studies.<name>` key is present.
+for _study in sorted(Path(workflow.basedir, "workflow", "rules", "studies").glob("*.smk")):
+
+    include: str(_study)
+
+
 include: "workflow/rules/report.smk"
 
 
@@ -31,6 +40,7 @@ rule all:
     input:
         f"{R}/metrics.csv",
         f"{REPORTS}/report.md",
+        STUDY_TARGETS,
 
 
 # After `all`, so that `all` stays the default target; `snakemake bench` runs the benchmarks.

@@ -98,7 +98,8 @@ def _cmd_report(args) -> None:
 
     meta = {"experiment": args.experiment, "repo": args.repo, "config": args.config_json}
     path = write_report(args.metrics, args.summaries, args.out_dir, meta, train_summaries=args.train_summaries,
-                        data=args.data, benchmarks=args.benchmarks, figures_wanted=args.figures)
+                        data=args.data, benchmarks=args.benchmarks, figures_wanted=args.figures,
+                        sections=args.sections)
     print(f"{path}: written")
 
 
@@ -201,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="draw exactly these figures, <dataset>_<kind> (default: every one that applies)")
     p.add_argument("--config-json", default=None, help="the run's config as JSON, recorded in report.md")
     p.add_argument("--repo", default=None, help="git checkout whose commit is recorded (default: the working directory)")
+    p.add_argument("--sections", nargs="*", default=[], help="studies' markdown sections, appended under 'Studies'")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("compare", help="print the paper-style tables of a results folder")

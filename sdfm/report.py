@@ -310,7 +310,8 @@ def _cost_markdown(costs: pd.DataFrame, pairing: pd.DataFrame, shared: dict) -> 
 
 def write_report(metrics_csv: str | Path, summaries: list[str | Path], out_dir: str | Path, meta: dict,
                  train_summaries: list[str | Path] = (), data: list[str | Path] = (),
-                 benchmarks: str | Path | None = None, figures_wanted: list[str] | None = None) -> Path:
+                 benchmarks: str | Path | None = None, figures_wanted: list[str] | None = None,
+                 sections: list[str | Path] = ()) -> Path:
     """Draw the figures and write ``<out_dir>/report.md`` (figures under ``<out_dir>/figures``).
 
     Args:
@@ -322,6 +323,8 @@ def write_report(metrics_csv: str | Path, summaries: list[str | Path], out_dir: 
         benchmarks: the Snakemake benchmark folder; without it the cost figure shows pairing only.
         figures_wanted: exactly these figures (``<dataset>_<kind>``), each drawn or, when its
             inputs are missing, replaced by a figure that says so; default: every one that applies.
+        sections: markdown files written by the studies' rules, appended in order under "Studies"
+            (their figure links are relative to ``out_dir``).
     """
     out_dir, fig_dir = Path(out_dir), Path(out_dir) / "figures"
     table = pd.read_csv(metrics_csv)
@@ -360,6 +363,10 @@ def write_report(metrics_csv: str | Path, summaries: list[str | Path], out_dir: 
         if len(dopri):
             lines += [f"dopri5 used {dopri.nfe.mean():.0f} NFE on average ({int(dopri.nfe.min())}–"
                       f"{int(dopri.nfe.max())} over runs).", ""]
+    if sections:
+        lines += ["## Studies", ""]
+        for section in sections:
+            lines += [Path(section).read_text().rstrip("\n"), ""]
     lines += _config_section(meta.get("config"))
     report = out_dir / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")

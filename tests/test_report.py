@@ -230,6 +230,19 @@ def test_write_report_draws_only_the_figures_asked_for_with_placeholders(finishe
     assert "## pics" in text and "figures/pics_" not in text  # tables of every data set, only the figures asked for
 
 
+def test_study_sections_are_appended_in_order_before_the_config(finished, tmp_path):
+    root = finished["root"]
+    first, second = tmp_path / "a.md", tmp_path / "b.md"
+    first.write_text("### Convergence\n\n![rate](figures/study_a.png)\n")
+    second.write_text("### PCA cost\n")
+    report = write_report(root / "metrics.csv", [], tmp_path / "out", {"experiment": "unit", "commit": "abc",
+                          "config": {"experiment_name": "unit"}}, figures_wanted=["toy_metrics_vs_nfe"],
+                          sections=[first, second])
+    text = report.read_text()
+    assert text.index("## Studies") < text.index("### Convergence") < text.index("### PCA cost") < text.index("```yaml")
+    assert "![rate](figures/study_a.png)" in text
+
+
 def test_trajectories_of_the_same_noise_start_at_the_same_points(finished):
     from sdfm.report import trajectory_panels
 

@@ -28,3 +28,9 @@ def conditional_flag(dataset):
 def potentials_of(dataset):
     """Every (dataset, epsilon) potential the sdfm jobs of `dataset` need."""
     return sorted({job["epsilon"] for job in JOBS if job["dataset"] == dataset and job["method"] == "sdfm"})
+
+
+# Studies (workflow/rules/studies/*.smk) append the files `rule all` needs to STUDY_TARGETS and the
+# markdown sections report.md appends (figures referenced relative to REPORTS) to STUDY_SECTIONS.
+STUDY_TARGETS = []
+STUDY_SECTIONS = []

@@ -63,6 +63,7 @@ rule report:
         models=[f"{RUN_DIR}/model.pt".format(**j) for j in JOBS
                 if j["seed"] == FIRST_SEED and dataset_settings(config, j["dataset"])["kind"] == "points"],
         data=[f"{R}/data/{d}.npz" for d in config["datasets"] if dataset_settings(config, d)["kind"] == "points"],
+        sections=STUDY_SECTIONS,
     output:
         report=f"{REPORTS}/report.md",
         figures=[figure_output(name) for name in FIGURES],
@@ -81,4 +82,4 @@ rule report:
         "sdfm report --experiment '{config[experiment_name]}' --metrics {input.metrics} "
         "--summaries {input.summaries} --train-summaries {input.train_summaries} --data {input.data} "
         "--benchmarks {params.benchmarks} --figures {params.figures} --config-json {params.config_json:q} "
-        "--repo {params.repo:q} --out-dir {REPORTS} > {log} 2>&1"
+        "--repo {params.repo:q} --sections {input.sections} --out-dir {REPORTS} > {log} 2>&1"

@@ -10,7 +10,8 @@ would use with K threads, so expect no speed-up there: sharding is for data that
 device (and for K GPUs with NCCL), not for a CPU.
 
 Usage: ``python benchmarks/bench_distributed.py [--n 20000] [--d 64] [--batch 1024] [--ranks 2]``.
-Writes ``reports/bench/distributed.csv``.
+Writes ``reports/bench/distributed.csv`` and ``distributed.png`` (``--plot-only`` redraws the plot
+from the CSV).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import tempfile
 import time
 from datetime import timedelta
 
+import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from common import BENCH_DIR, machine_note, write_csv
+from common import BENCH_DIR, bench_style, machine_note, save_figure, write_csv
 from sdfm.ot import fit_potential, relative_epsilon
 from sdfm.ot.distributed import fit_potential_sharded, shard_bounds
 
@@ -80,6 +82,26 @@ def _sharded_per_step(args, eps: float) -> float:
             return float(handle.read())
 
 
+def plot(frame: pd.DataFrame, path, note: str = "") -> None:
+    """Bars of the per-step time (median, with the minimum as a tick) per mode, one panel per epsilon."""
+    plt = bench_style()
+    epsilons = sorted(frame.epsilon_rel.unique())
+    fig, axes = plt.subplots(1, len(epsilons), figsize=(3.6 * len(epsilons), 3.2), squeeze=False)
+    for ax, eps_rel in zip(axes[0], epsilons):
+        rows = frame[frame.epsilon_rel == eps_rel].reset_index(drop=True)
+        ms, ms_min = 1e3 * rows.step_s, 1e3 * rows.step_s_min
+        ax.bar(range(len(rows)), ms, color=["#4d4d4d", "#999999", "#d62728"][: len(rows)])
+        ax.scatter(range(len(rows)), ms_min, marker="_", s=200, color="k", zorder=3, label="minimum of the repeats")
+        ax.set_xticks(range(len(rows)), [m.replace(", ", ",\n") for m in rows["mode"]])
+        ax.set_ylabel("ms per SGD step (median)")
+        ax.set_ylim(0, 1.3 * max(ms.max(), ms_min.max()))
+        first = rows.iloc[0]
+        ax.set_title(f"eps_rel {eps_rel:g}: N={first.n}, d={first.d}, B={first.batch}")
+        ax.legend(loc="upper left")
+    fig.suptitle("Sharded potential fit vs one process" + (f" ({note})" if note else ""), fontsize=9)
+    save_figure(fig, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000)
@@ -90,7 +112,11 @@ def main() -> None:
     parser.add_argument("--epsilons", type=lambda s: [float(v) for v in s.split(",")], default=[0.0, 0.1],
                         help="relative epsilons (x std of the cost)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--plot-only", action="store_true", help="redraw distributed.png from distributed.csv")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(pd.read_csv(BENCH_DIR / "distributed.csv"), BENCH_DIR / "distributed.png")
+        return
     y = _problem(args.n, args.d)
     rows = []
     for eps_rel in args.epsilons:
@@ -113,7 +139,8 @@ def main() -> None:
                          "step_s_min": min(times[name])})
             print(f"eps_rel {eps_rel:g}  {name:28s} {1e3 * step:8.1f} ms/step  (runs: "
                   f"{', '.join(f'{1e3 * t:.1f}' for t in times[name])})", flush=True)
-    write_csv(rows, BENCH_DIR / "distributed.csv", COLUMNS)
+    frame = write_csv(rows, BENCH_DIR / "distributed.csv", COLUMNS)
+    plot(frame, BENCH_DIR / "distributed.png", machine_note())
     print(machine_note())
 
 

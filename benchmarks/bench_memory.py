@@ -6,10 +6,12 @@ carry over), which draws y ~ N(0, I) of shape (N, d) in float32, runs a few
 from ``/proc/self/status`` (resident set, what the OOM killer sees; tracemalloc does not see
 torch's allocations). The expected footprint is
 
-    peak ~= c0 + k N d 4 bytes + 2 block,   block = min(B N, DEFAULT_BLOCK_ELEMS) * 4 <= 256 MiB,
+    peak ~= c0 + k N d 4 bytes + block,   block = min(B N, max(DEFAULT_BLOCK_ELEMS, r N)) * 4,
 
-(k = 2 today: y plus the augmented keys ``[y, g]``, a copy; two score blocks are alive
-while the next one is computed), while a dense (B, N) score
+(k = 2 today: y plus the augmented keys ``[y, g]``, a copy; one score block, the solver's
+:class:`sdfm.ot.kernel.Workspace` reused by every step: 256 MiB, or ``r N`` scores with
+r = :func:`sdfm.ot.kernel.min_block_rows` (d + 1) = 128 rows at d = 784, 512 MiB at N = 1e6),
+while a dense (B, N) score
 matrix would add B N 4 bytes (4 GB at N = 1e6, B = 1024). The plot draws both lines.
 ``eval_batch`` is set to B so the final chi^2 evaluation costs one step. Two inits are
 measured: ``voronoi`` (the SGD steps alone) and the default ``multiscale``, whose
@@ -39,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from common import BENCH_DIR, bench_style, machine_note, save_figure, write_csv
-from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS
+from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, min_block_rows
 
 FULL = {"n": [10**3, 10**4, 10**5, 3 * 10**5, 10**6], "d": 784, "batch": [1024], "b_sweep_n": 10**5, "b_sweep": [256, 4096]}
 QUICK = {"n": [10**3, 10**4, 3 * 10**4], "d": 784, "batch": [1024], "b_sweep_n": 10**4, "b_sweep": [256, 4096]}
@@ -117,9 +119,9 @@ def plot(frame, path) -> None:
     d = int(main["d"].iloc[0])
     ax.plot(ns, c0 + ns * d * 4 / 2**20, "--", color="gray", label="baseline + N d 4 B")
     ax.plot(ns, c0 + 2 * ns * d * 4 / 2**20, "-.", color="gray", label="baseline + 2 N d 4 B")
-    block = np.minimum(1024 * ns, DEFAULT_BLOCK_ELEMS) * 4 / 2**20
-    ax.plot(ns, c0 + 2 * ns * d * 4 / 2**20 + 2 * block, "-", lw=3, alpha=0.25, color="C0",
-            label="model: 2 N d 4 B + 2 score blocks")
+    block = np.minimum(1024 * ns, np.maximum(DEFAULT_BLOCK_ELEMS, min_block_rows(d + 1) * ns)) * 4 / 2**20
+    ax.plot(ns, c0 + 2 * ns * d * 4 / 2**20 + block, "-", lw=3, alpha=0.25, color="C0",
+            label="model: 2 N d 4 B + 1 score block")
     ax.plot(ns, c0 + ns * d * 4 / 2**20 + 1024 * ns * 4 / 2**20, ":", color="red", label="+ dense B N 4 B (B=1024)")
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -47,16 +47,21 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device="cpu") -> float:
-    """Wall-clock seconds of one call of ``fn``, synchronised on CUDA."""
+def timed(fn: Callable[[], object], device="cpu", clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds of one call of ``fn`` by ``clock`` (default wall clock), synchronised on CUDA.
+
+    ``clock=time.process_time`` counts this process's CPU time (user + system, all threads):
+    on a CPU shared with other jobs it leaves out the time spent waiting for a core.
+    """
     sync(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def interleaved_medians(fns: Sequence[Callable[[], object]], repeats: int = 5, warmup: int = 1, device="cpu") -> list[float]:
+def interleaved_medians(fns: Sequence[Callable[[], object]], repeats: int = 5, warmup: int = 1, device="cpu",
+                        clock: Callable[[], float] = time.perf_counter) -> list[float]:
     """Median seconds per call of each function, the calls interleaved round-robin.
 
     Args:
@@ -64,6 +69,7 @@ def interleaved_medians(fns: Sequence[Callable[[], object]], repeats: int = 5, w
         repeats: timed rounds; each round calls every function once.
         warmup: untimed rounds first.
         device: synchronised before each clock read when it is CUDA.
+        clock: see :func:`timed`.
     """
     for _ in range(warmup):
         for fn in fns:
@@ -71,7 +77,7 @@ def interleaved_medians(fns: Sequence[Callable[[], object]], repeats: int = 5, w
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, out in zip(fns, samples):
-            out.append(timed(fn, device))
+            out.append(timed(fn, device, clock))
     return [statistics.median(s) for s in samples]
 
 

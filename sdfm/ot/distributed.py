@@ -46,7 +46,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from sdfm.ot.chi2 import chi2_unbiased
-from sdfm.ot.kernel import augment_queries, reduce_scores, row_blocks
+from sdfm.ot.kernel import augment_queries, reduce_scores, row_argmax, row_blocks
 from sdfm.ot.potential import SemidiscretePotential
 from sdfm.ot.solver import Reducer, SemidiscreteSolver, SolverConfig, gaussian_conjugate, initial_potential
 
@@ -156,7 +156,7 @@ class ShardCombine:
             best = top2[:, 0]
             winner = torch.where(all_values[:, :, 0] == best, all_index, n_total).amin(dim=0)
             return best, winner, top2[:, 0] - top2[:, 1]
-        local_best, index = scores.max(dim=1)
+        local_best, index = row_argmax(scores)
         best = local_best.clone()
         dist.all_reduce(best, op=dist.ReduceOp.MAX, group=group)
         winner = torch.where(local_best == best, index + self.offset, n_total)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, reduce_scores
+from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, Workspace, reduce_scores
 
 __all__ = ["BACKENDS", "FAISS_WINS", "FaissMips", "MipsBackend", "Searcher", "TorchMips", "choose_backend", "get_backend"]
 
@@ -65,6 +65,7 @@ class TorchMips:
 
     def __init__(self, block_elems: int = DEFAULT_BLOCK_ELEMS) -> None:
         self.block_elems = int(block_elems)
+        self.workspace = Workspace()  # the score buffer, reused by every search
 
     def __repr__(self) -> str:
         return f"TorchMips(block_elems={self.block_elems})"
@@ -72,7 +73,8 @@ class TorchMips:
     def search(self, queries: Tensor, keys: Tensor) -> Tensor:
         _check(queries, keys)
         queries = queries.to(keys.device, keys.dtype)
-        return reduce_scores(queries, keys, 0.0, need_mass=False, block_elems=self.block_elems).index
+        return reduce_scores(queries, keys, 0.0, need_mass=False, block_elems=self.block_elems,
+                             workspace=self.workspace).index
 
     def build(self, keys: Tensor) -> Searcher:
         """A searcher over fixed keys (torch needs no index: it just holds the keys)."""

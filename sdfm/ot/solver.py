@@ -65,7 +65,7 @@ from tqdm.auto import tqdm
 
 from sdfm.io import atomic_torch_save
 from sdfm.ot.chi2 import chi2_unbiased
-from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, augment_keys, augment_queries, reduce_scores
+from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, Workspace, augment_keys, augment_queries, key_column, reduce_scores
 from sdfm.ot.potential import SemidiscretePotential
 
 __all__ = ["PotentialDiverged", "Reducer", "SolverConfig", "SemidiscreteSolver", "epsilon_at", "fit_potential",
@@ -350,13 +350,14 @@ class SemidiscreteSolver:
         bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"potential eps={epsilon:.3g}",
                    disable=not cfg.progress or not reducer.is_main, leave=False)
         step = state["step"]
+        workspace = Workspace()  # one score buffer for every step and evaluation of this fit
         done = bool(history["chi2"]) and cfg.chi2_threshold is not None and history["chi2"][-1] <= cfg.chi2_threshold
         while not done and step < cfg.steps:
             step += 1
             eps_t = eps_next  # this step's regularisation, with which the key column was written
             reduction = reduce_scores(
                 augment_queries(sample(cfg.batch_size)), keys, eps_t, need_mass_sq=False, block_elems=cfg.block_elems,
-                combine=reducer.combine,
+                combine=reducer.combine, workspace=workspace,
             )
             grad = b - reduction.mass / cfg.batch_size
             lr = lr0 * (1.0 + step / cfg.decay_steps) ** (-cfg.decay_power)
@@ -369,7 +370,7 @@ class SemidiscreteSolver:
 
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 chi2 = _evaluate_chi2(sample(cfg.eval_batch), y, state["g_avg"], epsilon, b, log_b, cfg.block_elems,
-                                      reducer)
+                                      reducer, workspace, keys)
                 if not math.isfinite(chi2):
                     raise PotentialDiverged(f"chi^2 of the potential became {chi2} at step {step}: lower lr_scale")
                 history["step"].append(step)
@@ -395,6 +396,16 @@ def _nearest(points: Tensor, centres: Tensor, block_elems: int) -> Tensor:
     return reduce_scores(augment_queries(points), keys, 0.0, need_mass=False, block_elems=block_elems).index
 
 
+def squared_norms(y: Tensor, chunk_rows: int = 1 << 16) -> Tensor:
+    """``|y_j|^2`` in float64, a chunk of rows at a time.
+
+    A float64 copy of all of y and its square would hold 4x the float32 data at once (12.6 GB
+    at N = 1e6, d = 784: the peak of the whole fit, measured by ``benchmarks/bench_memory.py``).
+    """
+    return torch.cat([y[start:start + chunk_rows].to(torch.float64).square().sum(dim=1)
+                      for start in range(0, y.shape[0], chunk_rows)])
+
+
 def initial_potential(y: Tensor, init: str) -> Tensor:
     """Starting potential (float64): the conjugate of a simple map from N(0, I) to the data.
 
@@ -404,11 +415,11 @@ def initial_potential(y: Tensor, init: str) -> Tensor:
     * ``"voronoi"``: the identity map, ``g_j = -|y_j|^2 / 2`` (nearest-neighbour cells).
     * ``"zero"``: ``g = 0``.
     """
-    y64 = y.to(torch.float64)
     if init == "zero":
         return torch.zeros(y.shape[0], dtype=torch.float64, device=y.device)
     if init == "voronoi" or y.shape[0] < 2:
-        return -0.5 * y64.square().sum(dim=1)
+        return -0.5 * squared_norms(y)
+    y64 = y.to(torch.float64)
     centred = y64 - y64.mean(dim=0)
     cov = centred.T @ centred / (y.shape[0] - 1)
     return gaussian_conjugate(centred, cov)
@@ -498,9 +509,23 @@ def _average(cfg: SolverConfig, g: Tensor, g_avg: Tensor, n_avg: int, step: int)
     return g_avg.add_(g - g_avg, alpha=1.0 / n_avg), n_avg
 
 
-def _evaluate_chi2(x, y, g, epsilon, b, log_b, block_elems, reducer: Reducer) -> float:
-    keys = augment_keys(y, g, epsilon, log_b)
-    reduction = reduce_scores(augment_queries(x), keys, epsilon, block_elems=block_elems, combine=reducer.combine)
+def _evaluate_chi2(x, y, g, epsilon, b, log_b, block_elems, reducer: Reducer, workspace: Workspace | None = None,
+                   keys: Tensor | None = None) -> float:
+    """chi^2 of the potential ``g`` on the samples ``x``.
+
+    ``keys``: the fit's own ``[y, .]`` buffer; its last column is swapped for that of ``g`` during
+    the evaluation and restored after, instead of a second N x (d + 1) copy (3 GB at N = 1e6,
+    d = 784, the peak of the fit before; the values scored are those of ``augment_keys``).
+    """
+    if keys is None:
+        keys = augment_keys(y, g, epsilon, log_b)
+    saved = keys[:, -1].clone()
+    keys[:, -1] = key_column(g, keys.dtype, epsilon, log_b)
+    try:
+        reduction = reduce_scores(augment_queries(x), keys, epsilon, block_elems=block_elems, combine=reducer.combine,
+                                  workspace=workspace)
+    finally:
+        keys[:, -1] = saved
     return reducer.chi2(reduction.mass, reduction.mass_sq, x.shape[0], b)
 
 

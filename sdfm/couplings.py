@@ -21,6 +21,18 @@ the augmented cost up to a constant. The same map builds the keys of a condition
 whose labels ``z`` are drawn from the empirical label distribution of the data. The potential
 must be fitted with queries of that form: a solver that draws all D + K query coordinates
 from N(0, I) solves a different problem (its label coordinates would be noise).
+
+Continuous conditions (super-resolution: ``z`` a low-resolution image) pair through the cost
+``c_X + beta |z - z'|^2``. :func:`augment_with_condition` maps ``(x, z)`` to ``[x, sqrt(beta) z]``, and
+
+    -<[x, sqrt(beta) z], [y, sqrt(beta) z']> = 1/2 (|x - y|^2 + beta |z - z'|^2) - 1/2 |[x, sqrt(beta) z]|^2
+                                                - 1/2 |[y, sqrt(beta) z']|^2,
+
+i.e. half the augmented cost up to a term of the query alone and a term of the key alone (the
+latter is absorbed by the potential g_j; neither changes a batch assignment). The samplers take
+``conditions`` (N, Dz), one per data point; a noise query gets the condition of a uniform data
+point, and each :class:`PairBatch` carries the condition the model is trained on (the query's,
+or for ``fm`` its own data point's).
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ __all__ = [
     "IndependentCoupling",
     "PairBatch",
     "SemidiscreteCoupling",
+    "augment_with_condition",
     "augment_with_labels",
     "make_coupling",
 ]
@@ -57,6 +70,8 @@ class PairBatch:
         labels: (n,) labels of the pairs (the drawn label ``z`` for conditional couplings), or None.
         index: (n,) index into ``data`` of each ``x1``.
         pairing_seconds: wall time spent choosing the pairs (index draw, OT solve or MIPS).
+        condition: (n, Dz) continuous condition of the pairs (the query's ``z`` when pairing on
+            ``[x, sqrt(beta) z]``), or None.
     """
 
     x0: Tensor
@@ -64,6 +79,7 @@ class PairBatch:
     labels: Tensor | None
     index: Tensor
     pairing_seconds: float = 0.0
+    condition: Tensor | None = None
 
 
 class Coupling(Protocol):
@@ -82,6 +98,15 @@ def augment_with_labels(x: Tensor, labels: Tensor, num_classes: int, beta: float
     return torch.cat([x, math.sqrt(beta) * onehot], dim=1)
 
 
+def augment_with_condition(x: Tensor, z: Tensor, beta: float) -> Tensor:
+    """Return ``[x, sqrt(beta) z]`` (n, D + Dz): inner products then carry ``beta <z, z'>``."""
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if z.ndim != 2 or z.shape[0] != x.shape[0]:
+        raise ValueError(f"conditions must be ({x.shape[0]}, Dz), got {tuple(z.shape)}")
+    return torch.cat([x, math.sqrt(beta) * z.to(device=x.device, dtype=x.dtype)], dim=1)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -92,13 +117,18 @@ class _Sampler:
 
     name = "base"
 
-    def __init__(self, data: Tensor, labels: Tensor | None = None) -> None:
+    def __init__(self, data: Tensor, labels: Tensor | None = None, conditions: Tensor | None = None) -> None:
         if data.ndim != 2:
             raise ValueError(f"couplings take flat (N, D) data, got shape {tuple(data.shape)}")
         if labels is not None and labels.shape != (data.shape[0],):
             raise ValueError(f"labels must have shape ({data.shape[0]},), got {tuple(labels.shape)}")
+        if conditions is not None and (conditions.ndim != 2 or conditions.shape[0] != data.shape[0]):
+            raise ValueError(f"conditions must have shape ({data.shape[0]}, Dz), got {tuple(conditions.shape)}")
+        if labels is not None and conditions is not None:
+            raise ValueError("give labels (class-conditional) or conditions (continuous), not both")
         self.data = data
         self.labels = labels.to(device=data.device, dtype=torch.long) if labels is not None else None
+        self.conditions = conditions.to(device=data.device, dtype=data.dtype) if conditions is not None else None
 
     def _noise(self, n: int, generator: torch.Generator) -> Tensor:
         shape, device = (n, self.data.shape[1]), generator.device
@@ -111,6 +141,17 @@ class _Sampler:
     def _labels_of(self, index: Tensor) -> Tensor | None:
         return self.labels[index] if self.labels is not None else None
 
+    def _conditions_of(self, index: Tensor) -> Tensor | None:
+        return self.conditions[index] if self.conditions is not None else None
+
+    def _augment(self, x: Tensor, labels: Tensor | None, conditions: Tensor | None) -> Tensor:
+        """The MIPS vector of ``x`` with its label or continuous condition (``x`` itself when unconditional)."""
+        if labels is not None:
+            return augment_with_labels(x, labels, self.num_classes, self.beta)
+        if conditions is not None:
+            return augment_with_condition(x, conditions, self.beta)
+        return x
+
 
 class IndependentCoupling(_Sampler):
     """``fm``: independent pairs, ``x0 ~ N(0, I)`` and ``x1`` uniform over the data."""
@@ -122,7 +163,7 @@ class IndependentCoupling(_Sampler):
         start = time.perf_counter()
         index = self._indices(batch_size, generator)
         seconds = time.perf_counter() - start
-        return PairBatch(x0, self.data[index], self._labels_of(index), index, seconds)
+        return PairBatch(x0, self.data[index], self._labels_of(index), index, seconds, self._conditions_of(index))
 
 
 class BatchOTCoupling(_Sampler):
@@ -137,16 +178,20 @@ class BatchOTCoupling(_Sampler):
             then gets a label ``z`` drawn from the data's label distribution, and the pairing uses
             the augmented vectors of :func:`augment_with_labels`.
         num_classes: number of labels (default ``labels.max() + 1``).
+        conditions: (N, Dz) continuous conditions (instead of labels): with ``beta`` each noise
+            sample gets the condition ``z`` of a uniform data point and pairs on ``[x, sqrt(beta) z]``.
     """
 
     name = "otfm"
 
-    def __init__(self, data, labels=None, *, epsilon_rel: float = 0.0, beta: float | None = None, num_classes=None):
-        super().__init__(data, labels)
+    def __init__(self, data, labels=None, *, epsilon_rel: float = 0.0, beta: float | None = None, num_classes=None,
+                 conditions=None):
+        super().__init__(data, labels, conditions)
         if epsilon_rel < 0:
             raise ValueError(f"epsilon_rel must be >= 0, got {epsilon_rel}")
         self.epsilon_rel, self.beta = epsilon_rel, beta
         self.conditional = beta is not None and self.labels is not None
+        self.continuous = beta is not None and self.conditions is not None
         self.num_classes = num_classes if num_classes is not None else _num_classes(self.labels)
         self.last_epsilon = 0.0
 
@@ -155,19 +200,22 @@ class BatchOTCoupling(_Sampler):
         index = self._indices(batch_size, generator)
         x1 = self.data[index]
         z0 = self._labels_of(self._indices(batch_size, generator)) if self.conditional else None
+        c0 = self._conditions_of(self._indices(batch_size, generator)) if self.continuous else None
         _sync(x0.device)
         start = time.perf_counter()
         q0, q1 = x0, x1
-        if self.conditional:
-            q0 = augment_with_labels(x0, z0, self.num_classes, self.beta)
-            q1 = augment_with_labels(x1, self.labels[index], self.num_classes, self.beta)
+        if self.conditional or self.continuous:
+            q0 = self._augment(x0, z0, c0)
+            q1 = self._augment(x1, self._labels_of(index) if self.conditional else None,
+                               self._conditions_of(index) if self.continuous else None)
         self.last_epsilon = relative_epsilon(self.epsilon_rel, q0, q1) if self.epsilon_rel > 0 else 0.0
         pairing = batch_ot_pairing(q0, q1, self.last_epsilon, generator).to(index.device)
         _sync(x0.device)
         seconds = time.perf_counter() - start
         index = index[pairing]
         labels = z0 if self.conditional else self._labels_of(index)
-        return PairBatch(x0, self.data[index], labels, index, seconds)
+        condition = c0 if self.continuous else self._conditions_of(index)
+        return PairBatch(x0, self.data[index], labels, index, seconds, condition)
 
 
 class SemidiscreteCoupling(_Sampler):
@@ -178,39 +226,46 @@ class SemidiscreteCoupling(_Sampler):
         potential: a :class:`~sdfm.ot.SemidiscretePotential` over N points, of dimension D, or
             D + K for a conditional potential fitted on ``augment_with_labels(data, labels, K, beta)``.
         labels: (N,) labels.
-        beta: label weight of a conditional potential (``None``: unconditional pairing).
+        beta: label (or condition) weight of a conditional potential (``None``: unconditional pairing).
         num_classes: number of labels K (default ``labels.max() + 1``).
+        conditions: (N, Dz) continuous conditions (instead of labels), for a potential fitted on
+            ``augment_with_condition(data, conditions, beta)`` from queries ``[x, sqrt(beta) z]``.
     """
 
     name = "sdfm"
 
-    def __init__(self, data, potential: SemidiscretePotential, labels=None, *, beta=None, num_classes=None):
-        super().__init__(data, labels)
+    def __init__(self, data, potential: SemidiscretePotential, labels=None, *, beta=None, num_classes=None,
+                 conditions=None):
+        super().__init__(data, labels, conditions)
         self.potential, self.beta = potential, beta
         self.conditional = beta is not None and self.labels is not None
+        self.continuous = beta is not None and self.conditions is not None
         self.num_classes = num_classes if num_classes is not None else _num_classes(self.labels)
-        expected = data.shape[1] + (self.num_classes if self.conditional else 0)
+        extra = self.num_classes if self.conditional else (self.conditions.shape[1] if self.continuous else 0)
+        expected = data.shape[1] + extra
         if potential.n_points != data.shape[0] or potential.dim != expected:
             raise ValueError(
                 f"potential over {potential.n_points} points of dim {potential.dim} does not match "
-                f"{data.shape[0]} points of dim {expected} (conditional={self.conditional})"
+                f"{data.shape[0]} points of dim {expected} (conditional={self.conditional or self.continuous})"
             )
 
     def sample(self, batch_size: int, generator: torch.Generator) -> PairBatch:
         x0 = self._noise(batch_size, generator)
         z0 = self._labels_of(self._indices(batch_size, generator)) if self.conditional else None
+        c0 = self._conditions_of(self._indices(batch_size, generator)) if self.continuous else None
         assign_gen = generator
         if generator.device != self.potential.y.device:  # the draw at eps > 0 runs where the potential lives
             seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
             assign_gen = torch.Generator(device=self.potential.y.device).manual_seed(seed)
         _sync(self.potential.y.device)
         start = time.perf_counter()
-        query = augment_with_labels(x0, z0, self.num_classes, self.beta) if self.conditional else x0
+        query = self._augment(x0, z0, c0)
         index = self.potential.assign(query, generator=assign_gen).to(self.data.device)
         _sync(self.potential.y.device)
         seconds = time.perf_counter() - start
         labels = z0 if self.conditional else self._labels_of(index)
-        return PairBatch(x0, self.data[index], labels, index, seconds)
+        condition = c0 if self.continuous else self._conditions_of(index)
+        return PairBatch(x0, self.data[index], labels, index, seconds, condition)
 
 
 def _num_classes(labels: Tensor | None) -> int | None:
@@ -226,18 +281,22 @@ def make_coupling(
     epsilon_rel: float = 0.0,
     potential: SemidiscretePotential | None = None,
     beta: float | None = None,
+    conditions: Tensor | None = None,
 ) -> Coupling:
     """Build the coupling of ``method`` (``"fm"``, ``"otfm"`` or ``"sdfm"``) on flat ``data``.
 
     ``epsilon_rel`` is used by ``otfm`` only (the ``sdfm`` epsilon belongs to its potential);
-    ``potential`` is required by ``sdfm``; ``beta`` enables class-conditional pairing.
+    ``potential`` is required by ``sdfm``; ``beta`` enables conditional pairing, on the
+    ``labels`` (class-conditional) or on the continuous ``conditions`` (N, Dz).
     """
     if method == "fm":
-        return IndependentCoupling(data, labels)
+        return IndependentCoupling(data, labels, conditions)
     if method == "otfm":
-        return BatchOTCoupling(data, labels, epsilon_rel=epsilon_rel, beta=beta, num_classes=num_classes)
+        return BatchOTCoupling(data, labels, epsilon_rel=epsilon_rel, beta=beta, num_classes=num_classes,
+                               conditions=conditions)
     if method == "sdfm":
         if potential is None:
             raise ValueError("method 'sdfm' needs a fitted potential (sdfm.ot.fit_potential)")
-        return SemidiscreteCoupling(data, potential, labels, beta=beta, num_classes=num_classes)
+        return SemidiscreteCoupling(data, potential, labels, beta=beta, num_classes=num_classes,
+                                    conditions=conditions)
     raise ValueError(f"unknown coupling method {method!r}: expected 'fm', 'otfm' or 'sdfm'")

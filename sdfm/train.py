@@ -18,6 +18,7 @@ checkpoint and resumed gives bit-identical weights to an uninterrupted run on th
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -194,11 +195,15 @@ def train(
             x0 = batch.x0.to(device).reshape(-1, *sample_shape)
             x1 = batch.x1.to(device).reshape(-1, *sample_shape)
             labels = batch.labels.to(device) if conditional and batch.labels is not None else None
+            # An image-conditioned model (super-resolution) sees the pair's condition as extra channels.
+            net = model
+            if getattr(model, "cond_channels", 0) and batch.condition is not None:
+                net = functools.partial(model, cond=batch.condition.to(device))
             lr = _lr_at(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = objective_loss(
-                config.objective, model, x0, x1, generator, labels=labels, label_dropout=label_dropout,
+                config.objective, net, x0, x1, generator, labels=labels, label_dropout=label_dropout,
                 mean_flow_equal_fraction=config.mean_flow_equal_fraction, adaptive_power=config.adaptive_power,
             )
             value = float(loss.detach())

@@ -101,6 +101,10 @@ class UNetVelocity(nn.Module):
         class_dropout: probability of replacing a label by the null class during training; the
             model only stores it (the training loop draws the mask, see ``sdfm.objectives``).
         mean_flow: also condition on the start time r (MeanFlow).
+        cond_channels: channels of an image condition (super-resolution: the low-resolution
+            image), 0 for none. The condition, (B, cond_channels * h * w) flat or
+            (B, cond_channels, h, w), is upsampled (nearest) to H x W and concatenated with x.
+        cond_size: its side ``(h, w)`` (default: H x W).
     """
 
     def __init__(
@@ -115,16 +119,20 @@ class UNetVelocity(nn.Module):
         num_classes: int | None = None,
         class_dropout: float = 0.1,
         mean_flow: bool = False,
+        cond_channels: int = 0,
+        cond_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.cond_channels = int(cond_channels)
+        self.cond_size = tuple(int(s) for s in cond_size) if cond_size is not None else size
         factor = 2 ** (len(channel_mults) - 1)
         self.image_size, self.in_channels = size, in_channels
         self.padded_size = tuple(factor * math.ceil(s / factor) for s in size)
         self.num_classes, self.class_dropout, self.mean_flow = num_classes, class_dropout, mean_flow
         embed_dim = 4 * base_channels
         self.cond = Conditioning(embed_dim, base_channels, num_classes, mean_flow)
-        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels + self.cond_channels, base_channels, 3, padding=1)
 
         self.down, skip_channels = nn.ModuleList(), [base_channels]
         ch, res = base_channels, self.padded_size[0]
@@ -157,6 +165,7 @@ class UNetVelocity(nn.Module):
         labels: Tensor | None = None,
         r: Tensor | float | None = None,
         drop_labels: bool | Tensor = False,
+        cond: Tensor | None = None,
     ) -> Tensor:
         """Return the velocity at ``(x, t)``, shape (B, C, H, W) like ``x``.
 
@@ -166,14 +175,18 @@ class UNetVelocity(nn.Module):
             labels: (B,) class labels, or ``None`` (the null class) for a conditional model.
             r: scalar or (B,) start times (MeanFlow models only; default ``r = t``).
             drop_labels: replace the labels by the null class (a bool, or a (B,) mask).
+            cond: the image condition of a model built with ``cond_channels`` (required then).
         """
         height, width = x.shape[-2:]
         if (height, width) != self.image_size or x.shape[1] != self.in_channels:
             expected = (self.in_channels, *self.image_size)
             raise ValueError(f"expected (B, {', '.join(map(str, expected))}) images, got {tuple(x.shape)}")
         c = self.cond(t, x, labels, r, drop_labels)
+        h = torch.cat([x, self._condition_channels(cond, x)], dim=1) if self.cond_channels else x
+        if cond is not None and not self.cond_channels:
+            raise ValueError("cond was given to a model built without cond_channels")
         pad_h, pad_w = self.padded_size[0] - height, self.padded_size[1] - width
-        h = F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+        h = F.pad(h, (0, pad_w, 0, pad_h)) if pad_h or pad_w else h
         h = self.conv_in(h)
         skips = [h]
         for module in self.down:
@@ -184,3 +197,12 @@ class UNetVelocity(nn.Module):
         for module in self.up:
             h = module(torch.cat([h, skips.pop()], dim=1), c) if isinstance(module, Stage) else module(h)
         return self.out(h)[..., :height, :width]
+
+    def _condition_channels(self, cond: Tensor | None, x: Tensor) -> Tensor:
+        """The (B, cond_channels, H, W) input channels of the condition (nearest upsampling)."""
+        shape = (x.shape[0], self.cond_channels, *self.cond_size)
+        if cond is None or cond.numel() != x.shape[0] * self.cond_channels * self.cond_size[0] * self.cond_size[1]:
+            got = None if cond is None else tuple(cond.shape)
+            raise ValueError(f"this model needs cond of shape {shape} (or flat), got {got}")
+        grid = cond.reshape(shape).to(x.dtype)
+        return grid if self.cond_size == self.image_size else F.interpolate(grid, size=self.image_size, mode="nearest")

@@ -118,15 +118,24 @@ def frechet_distance(
     inception_weights_path: str | Path | None = None,
     batch_size: int = 64,
     kid: bool = False,
+    prc: bool = False,
+    prc_k: int = 3,
     cuda: bool | None = None,
 ) -> dict[str, float]:
-    """Frechet distance (and optionally KID) between two image sets via torch-fidelity.
+    """Frechet distance (and optionally KID, precision and recall) between two image sets via torch-fidelity.
 
     Images are quantised to uint8 RGB (grey repeated to 3 channels) and handed to
     ``torch_fidelity.calculate_metrics`` as Datasets, with ``save_cpu_ram=True`` and caching off.
     FD is ``|mu_g - mu_r|^2 + tr(S_g) + tr(S_r) - 2 tr((S_g S_r)^(1/2))`` on the features; KID
     is the unbiased squared MMD with the cubic polynomial kernel, averaged over 100 subsets of
-    ``min(1000, n_generated, n_reference)`` images.
+    ``min(1000, n_generated, n_reference)`` images. Precision and recall (``prc``) are the
+    improved k-NN ones of Kynkaanniemi et al. (2019) in the same features (torch-fidelity's PRC,
+    the definition of :func:`sdfm.metrics.precision_recall`): with ``r_k(phi)`` the distance from
+    ``phi`` to its k-th nearest neighbour in its own set, precision is the share of generated
+    features within ``r_k`` of some real one, recall the share of real features within ``r_k``
+    of some generated one. The k-NN radii depend on the set sizes, so they are computed on the
+    first ``m = min(n_generated, n_reference)`` images of each set (one extra feature pass when
+    the sizes differ).
 
     Args:
         generated: (B, 1 or 3, H, W) float images in [-1, 1].
@@ -137,11 +146,14 @@ def frechet_distance(
             ``weights-inception-2015-12-05-6726825d.pth`` (for Inception; required).
         batch_size: images per feature-extraction batch.
         kid: also compute KID.
+        prc: also compute precision and recall.
+        prc_k: neighbourhood size k of their manifold estimate (3, as in the paper).
         cuda: run the extractor on CUDA (default: when available).
 
     Returns:
-        ``{"fd": ...}`` plus ``"kid"`` when ``kid=True``. The caller names the metric by feature
-        space (``fid`` for Inception, ``fd_<dataset>`` for a FeatureNet).
+        ``{"fd": ...}`` plus ``"kid"`` when ``kid=True`` and ``"precision"``, ``"recall"`` when
+        ``prc=True``. The caller names the metric by feature space (``fid`` for Inception,
+        ``fd_<dataset>`` for a FeatureNet).
 
     Raises:
         ValueError: unknown extractor, or a missing weights file (named in the message).
@@ -170,8 +182,19 @@ def frechet_distance(
     )
     if kid:
         options["kid_subset_size"] = min(1000, len(gen_u8), len(ref_u8))
-    metrics = torch_fidelity.calculate_metrics(**options)
+    m = min(len(gen_u8), len(ref_u8))
+    if prc and m <= prc_k:
+        raise ValueError(f"precision/recall with k={prc_k} need more than {prc_k} images in each set, got {m}")
+    same_size = len(gen_u8) == len(ref_u8)
+    metrics = torch_fidelity.calculate_metrics(**options, prc=prc and same_size, prc_neighborhood=prc_k)
+    if prc and not same_size:  # equal-size subsets: the k-NN radii depend on the set sizes
+        subsets = dict(options, input1=_Uint8Images(gen_u8[:m]), input2=_Uint8Images(ref_u8[:m]), fid=False,
+                       kid=False)
+        metrics.update(torch_fidelity.calculate_metrics(**subsets, prc=True, prc_neighborhood=prc_k))
     out = {"fd": float(metrics[torch_fidelity.KEY_METRIC_FID])}
     if kid:
         out["kid"] = float(metrics[torch_fidelity.KEY_METRIC_KID_MEAN])
+    if prc:
+        out["precision"] = float(metrics[torch_fidelity.KEY_METRIC_PRECISION])
+        out["recall"] = float(metrics[torch_fidelity.KEY_METRIC_RECALL])
     return out

@@ -1,0 +1,54 @@
+# Convergence-rate study (config key `studies.convergence`): chi^2 of the averaged potential after K SGD
+# steps (log-spaced K) for each N, batch size, relative epsilon, solver settings and seed, and the fitted
+# exponent b of chi^2 ~ K^b against the -1/2 of the quoted rate (sdfm/jobs/convergence_study.py,
+# sdfm/jobs/convergence_report.py). Does nothing without the key.
+if "convergence" in config.get("studies", {}):
+    CONVERGENCE = config["studies"]["convergence"]
+    CONVERGENCE_DIR = f"{R}/studies/convergence"
+    CONVERGENCE_SETTINGS = json.dumps({k: v for k, v in CONVERGENCE.items() if k != "dataset"})
+
+    rule convergence_study:
+        input:
+            f"{R}/data/{CONVERGENCE['dataset']}.npz",
+        output:
+            f"{CONVERGENCE_DIR}/chi2.csv",
+        params:
+            dataset=CONVERGENCE["dataset"],
+            settings=CONVERGENCE_SETTINGS,
+        log:
+            f"{R}/logs/studies/convergence/study.log",
+        benchmark:
+            f"{R}/benchmarks/studies/convergence/study.tsv"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=120,
+            gpu=GPU,
+        shell:
+            "sdfm convergence-study {JOB_ARGS} --threads {threads} --data {input} --dataset {params.dataset} "
+            "--settings '{params.settings}' --out {output} > {log} 2>&1"
+
+    rule convergence_report:
+        input:
+            f"{CONVERGENCE_DIR}/chi2.csv",
+        output:
+            figure=report(f"{REPORTS}/figures/study_convergence.png", caption="../../report/study_convergence.rst",
+                          category="6. Studies", subcategory="Convergence rate"),
+            pdf=f"{REPORTS}/figures/study_convergence.pdf",
+            fits=f"{CONVERGENCE_DIR}/exponents.csv",
+            section=f"{CONVERGENCE_DIR}/section.md",
+        params:
+            settings=CONVERGENCE_SETTINGS,
+        log:
+            f"{R}/logs/studies/convergence/report.log",
+        benchmark:
+            f"{R}/benchmarks/studies/convergence/report.tsv"
+        threads: 1
+        shell:
+            "sdfm convergence-report --input {input} --settings '{params.settings}' --figure {output.figure} "
+            "--fits {output.fits} --section {output.section} --reports-dir {REPORTS} > {log} 2>&1"
+
+    localrules: convergence_report
+
+    STUDY_TARGETS += [f"{REPORTS}/figures/study_convergence.png", f"{CONVERGENCE_DIR}/section.md"]
+    STUDY_SECTIONS.append(f"{CONVERGENCE_DIR}/section.md")

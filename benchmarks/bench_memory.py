@@ -14,7 +14,7 @@ r = :func:`sdfm.ot.kernel.min_block_rows` (d + 1) = 128 rows at d = 784, 512 MiB
 while a dense (B, N) score
 matrix would add B N 4 bytes (4 GB at N = 1e6, B = 1024). The plot draws both lines.
 ``eval_batch`` is set to B so the final chi^2 evaluation costs one step. Two inits are
-measured: ``voronoi`` (the SGD steps alone) and the default ``multiscale``, whose
+measured: ``voronoi`` (the SGD steps alone) and the opt-in ``multiscale``, whose
 coarse-to-fine extension draws ``max(64 N / coarsen_factor, 65536)`` source samples at once
 (float32 plus a float64 copy: about 12 * 8 N d bytes, 24x the data); points whose estimate
 exceeds the available memory are skipped, and a child that dies is recorded with NaN.
@@ -111,7 +111,7 @@ def plot(frame, path) -> None:
     ax.plot(main["n"], main["peak_mb"], "o-", color="C0", label="peak RSS, B=1024, init=voronoi (steps only)")
     ax.plot(main["n"], main["data_mb"], ".:", color="C0", alpha=0.6, label="RSS after drawing y")
     multi = frame[(frame["batch"] == 1024) & (frame["init"] == "multiscale")].sort_values("n")
-    ax.plot(multi["n"], multi["peak_mb"], "^-", color="C3", label="peak RSS, B=1024, init=multiscale (default)")
+    ax.plot(multi["n"], multi["peak_mb"], "^-", color="C3", label="peak RSS, B=1024, init=multiscale (opt-in)")
     for i, (batch, part) in enumerate(frame[frame["batch"] != 1024].groupby("batch")):
         ax.plot(part["n"], part["peak_mb"], "s", ms=7 + 3 * i, mfc="none", color=f"C{i + 1}", label=f"peak RSS, B={batch}")
     c0 = float(main["baseline_mb"].min())

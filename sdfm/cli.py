@@ -51,8 +51,12 @@ def _cmd_potential(args) -> None:
     else:
         from sdfm.jobs.potential import fit_potential_job
 
+    reference = {"reference": args.reference_potential} if args.reference_potential else {}  # PCA fits only
+    superres = {"superres": args.superres} if args.superres else {}
     summary = fit_potential_job(args.data, args.dataset, args.epsilon, args.settings, args.out, args.summary,
-                                _context(args), seed=args.seed, device=args.device, conditional=args.conditional)
+                                _context(args), seed=args.seed, device=args.device, conditional=args.conditional,
+                                **reference, **superres,
+                                **({"auto_epsilon": args.auto_epsilon} if args.epsilon == "auto" else {}))
     if args.distributed and summary["mlflow_run_id"] is None:
         return  # not rank 0: the summary is rank 0's to report
     print(f"{args.out}: chi2 {summary['final_chi2']:.4f} after {summary['steps_run']} steps "
@@ -73,7 +77,7 @@ def _cmd_train(args) -> None:
 
     stats = train_job(args.data, args.dataset, args.method, args.epsilon, args.seed, args.model, args.train,
                       args.out, args.checkpoint, _context(args), potential_path=args.potential, device=args.device,
-                      conditional=args.conditional)
+                      conditional=args.conditional, superres=args.superres)
     print(f"{args.out}: final loss {stats['final_loss']:.4f}, pairing share {stats['pairing_share']:.1%}")
 
 
@@ -103,19 +107,79 @@ def _cmd_report(args) -> None:
     print(f"{path}: written")
 
 
+def _cmd_pca_study(args) -> None:
+    from sdfm.jobs.pca_study import pca_study
+
+    _context(args)
+    table = pca_study(args.data, args.dataset, args.dims, args.settings, args.out, device=args.device,
+                      progress=not args.no_progress)
+    print(f"{args.out}: {len(table)} rows (k = {', '.join(str(k) for k in table.k)})")
+
+
+def _cmd_pca_study_report(args) -> None:
+    from sdfm.jobs.pca_study_report import write_pca_study_report
+
+    path = write_pca_study_report(args.inputs, args.figure, args.section, args.reports_dir, metrics=args.metrics,
+                                  summaries=args.summaries)
+    print(f"{path}: written")
+
+
+def _cmd_convergence_study(args) -> None:
+    from sdfm.jobs.convergence_study import convergence_study
+
+    _context(args)
+    table = convergence_study(args.data, args.dataset, args.settings, args.out, device=args.device,
+                              progress=not args.no_progress)
+    print(f"{args.out}: {len(table)} rows")
+
+
+def _cmd_convergence_report(args) -> None:
+    from sdfm.jobs.convergence_report import write_convergence_report
+
+    settings = args.settings
+    path = write_convergence_report(args.input, args.figure, args.section, args.fits, args.reports_dir,
+                                    fit_from=settings.get("fit_from", 1), floor_factor=settings.get("floor_factor", 5.0),
+                                    solvers=settings.get("solvers"))
+    print(f"{path}: written")
+
+
+def _cmd_adaptive_epsilon_study(args) -> None:
+    from sdfm.jobs.adaptive_epsilon_study import adaptive_epsilon_study
+
+    table = adaptive_epsilon_study(args.metrics, args.summaries, args.figure, args.section, args.reports_dir)
+    print(f"{args.section}: {len(table)} (data set, metric, NFE) comparisons")
+
+
 def _cmd_compare(args) -> None:
     import pandas as pd
 
-    from sdfm.report import format_paper_table, paper_table
+    from sdfm.figures import higher_is_better
+    from sdfm.report import format_paper_table, paper_table, read_auto_epsilons
 
     table = pd.read_csv(Path(args.results) / "metrics.csv" if Path(args.results).is_dir() else args.results)
+    auto = read_auto_epsilons(args.results) if Path(args.results).is_dir() else {}  # SD-FM epsilon `auto` rows
     for dataset in sorted(table.dataset.unique()):
         for metric in sorted(table[table.dataset == dataset].metric.unique()):
             if args.metric and metric != args.metric:
                 continue
-            means, stds = paper_table(table, dataset, metric)
-            print(f"\n{dataset} — {metric} (mean ± std over seeds; best in bold)\n")
-            print(format_paper_table(means, stds))
+            means, stds = paper_table(table, dataset, metric, auto=auto.get(dataset))
+            lower = not higher_is_better(metric)  # precision / recall: the maximum is the best
+            print(f"\n{dataset} — {metric} (mean ± std over seeds; {'lower' if lower else 'higher'} is better, "
+                  "best in bold)\n")
+            print(format_paper_table(means, stds, lower_is_better=lower))
+
+
+def _epsilon(text: str) -> float | str:
+    """A relative epsilon >= 0, or ``auto`` (chosen by the potential job: sdfm.jobs.auto_epsilon)."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"epsilon must be >= 0, got {text}")
+    return value
 
 
 def _json_or_null(text: str) -> dict | None:
@@ -149,14 +213,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = job("fit-potential", _cmd_potential, "fit the semidiscrete potential of a data set")
-    p.add_argument("--epsilon", type=float, required=True, help="relative epsilon (x std of the cost)")
+    p.add_argument("--epsilon", type=_epsilon, required=True, help="relative epsilon (x std of the cost), or auto")
+    p.add_argument("--auto-epsilon", type=_json_or_null, default=None,
+                   help="epsilon auto: '{\"target_entropy\": 0.05, \"reference_batch\": 1024}' (sdfm.jobs.auto_epsilon)")
     p.add_argument("--settings", type=_json, default={})
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--conditional", type=_json_or_null, default=None, help="'{\"beta\": 1.0}' or null")
+    p.add_argument("--superres", type=_json_or_null, default=None, help="'{\"factor\": 4, \"beta\": 1.0}' or null")
     p.add_argument("--out", required=True)
     p.add_argument("--summary", required=True)
     p.add_argument("--distributed", action="store_true",
                    help="shard the points over the torch.distributed ranks (start with torchrun --nproc-per-node K)")
+    p.add_argument("--reference-potential", default=None,
+                   help="PCA fits (settings pca_dim): the full-space potential of the same points, to compare pairs with")
 
     p = job("train-feature-net", _cmd_feature_net, "train the FeatureNet that defines fd_<dataset>")
     p.add_argument("--settings", type=_json, default={})
@@ -165,19 +234,20 @@ def _parser() -> argparse.ArgumentParser:
 
     p = job("train", _cmd_train, "train a velocity field with one coupling")
     p.add_argument("--method", required=True, choices=["fm", "otfm", "sdfm"])
-    p.add_argument("--epsilon", type=float, default=0.0)
+    p.add_argument("--epsilon", type=_epsilon, default=0.0, help="relative epsilon, or auto (sdfm: its potential's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", type=_json, required=True)
     p.add_argument("--train", type=_json, required=True)
     p.add_argument("--potential", default=None)
     p.add_argument("--conditional", type=_json_or_null, default=None, help="'{\"beta\": 1.0}' or null")
+    p.add_argument("--superres", type=_json_or_null, default=None, help="'{\"factor\": 4, \"beta\": 1.0}' or null")
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", required=True)
 
     p = job("evaluate", _cmd_evaluate, "sample a trained model and score it")
     p.add_argument("--model", required=True)
     p.add_argument("--method", required=True)
-    p.add_argument("--epsilon", type=float, default=0.0)
+    p.add_argument("--epsilon", type=_epsilon, default=0.0, help="relative epsilon, or auto (the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--settings", type=_json, required=True)
@@ -204,6 +274,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", default=None, help="git checkout whose commit is recorded (default: the working directory)")
     p.add_argument("--sections", nargs="*", default=[], help="studies' markdown sections, appended under 'Studies'")
     p.set_defaults(func=_cmd_report)
+
+    p = job("pca-study", _cmd_pca_study, "PCA cost study: fit and pairing speed and pairing quality vs k")
+    p.add_argument("--dims", type=int, nargs="+", required=True, help="the PCA dimensions k (the full D is added)")
+    p.add_argument("--settings", type=_json, default={})
+    p.add_argument("--out", required=True, help="the CSV, one row per k")
+
+    p = sub.add_parser("pca-study-report", help="the PCA study's figure and report section")
+    p.add_argument("--inputs", nargs="+", required=True, help="the pca-study CSVs")
+    p.add_argument("--metrics", default=None, help="the run's metrics.csv (fd per k of the PCA data sets)")
+    p.add_argument("--summaries", nargs="*", default=[], help="potential summaries of the PCA data sets and references")
+    p.add_argument("--figure", required=True, help="the PNG to draw (a PDF beside it)")
+    p.add_argument("--section", required=True, help="the markdown section to write")
+    p.add_argument("--reports-dir", required=True, help="figure links are relative to it")
+    p.set_defaults(func=_cmd_pca_study_report)
+
+    p = job("convergence-study", _cmd_convergence_study, "chi^2 of the potential after K SGD steps, over N, B, eps")
+    p.add_argument("--settings", type=_json, default={}, help="the studies.convergence config entry as JSON")
+    p.add_argument("--out", required=True, help="the tidy CSV, one row per setting, seed and K")
+
+    p = sub.add_parser("convergence-report", help="the convergence study's exponents, figure and report section")
+    p.add_argument("--input", required=True, help="the convergence-study CSV")
+    p.add_argument("--settings", type=_json, default={}, help="fit_from, floor_factor, solvers (as in the study)")
+    p.add_argument("--figure", required=True, help="the PNG to draw (a PDF beside it)")
+    p.add_argument("--section", required=True, help="the markdown section to write")
+    p.add_argument("--fits", required=True, help="the CSV of fitted exponents")
+    p.add_argument("--reports-dir", required=True, help="figure links are relative to it")
+    p.set_defaults(func=_cmd_convergence_report)
+
+    p = sub.add_parser("adaptive-epsilon-study", help="SD-FM at epsilon auto vs the fixed epsilons: figure and section")
+    p.add_argument("--metrics", required=True, help="metrics.csv")
+    p.add_argument("--summaries", nargs="+", required=True, help="the potential summaries epsauto.json")
+    p.add_argument("--figure", required=True, help="the PNG to draw (a PDF beside it)")
+    p.add_argument("--section", required=True, help="the markdown section to write")
+    p.add_argument("--reports-dir", required=True, help="figure links are relative to it")
+    p.set_defaults(func=_cmd_adaptive_epsilon_study)
 
     p = sub.add_parser("compare", help="print the paper-style tables of a results folder")
     p.add_argument("results", nargs="?", default="results", help="results folder or metrics.csv")

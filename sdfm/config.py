@@ -58,7 +58,9 @@ _STAGES = ("potential", "model", "train", "evaluate", "feature_net")
 _STAGES_PER_SOLVER = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 #: Solvers that choose their own NFE: dopri5 (adaptive) and meanflow (always 1 and 2 steps).
 _OWN_NFE_SOLVERS = ("dopri5", "meanflow")
-_IMAGE_METRICS = ("fd", "fid", "kid")
+_IMAGE_METRICS = ("fd", "fid", "kid", "precision", "recall")
+#: Image metrics computed in the feature space of fd (FeatureNet) or fid (Inception).
+_FEATURE_SPACE_METRICS = ("kid", "precision", "recall")
 _MODEL_KEYS = {
     "mlp": {"kind", "hidden", "depth", "time_embed_dim"},
     "unet": {"kind", "base_channels", "channel_mults", "num_res_blocks", "attention_resolutions", "dropout"},
@@ -134,6 +136,12 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
                 f"config key '{_where(config, name, 'potential', 'init')}': 'multiscale' cannot be sharded over "
                 f"potential.processes = {potential['processes']} ranks; use init 'gaussian' or processes 1"
             )
+        if potential.get("processes", 1) > 1 and "auto" in config["methods"].get("sdfm", {}).get("epsilons", []):
+            raise ConfigError(
+                f"config key 'methods.sdfm.epsilons': 'auto' is chosen by the one-process potential job, and "
+                f"'{name}' shards it over potential.processes = {potential['processes']} ranks; give numbers or processes 1"
+            )
+        _check_pca(config, name, merged)
         for solver in merged["evaluate"]["solvers"]:
             if solver in _OWN_NFE_SOLVERS:
                 continue
@@ -144,7 +152,39 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
                         f"config key 'datasets.{name}.evaluate.nfe': {nfe} is not a multiple of {stages}, "
                         f"the evaluations per step of solver '{solver}'; use multiples of {stages}"
                     )
+    _check_convergence_study(config)
+    if "adaptive_epsilon" in config.get("studies", {}) and "auto" not in config["methods"].get("sdfm", {}).get(
+            "epsilons", []):
+        raise ConfigError("config key 'studies.adaptive_epsilon' compares SD-FM at epsilon 'auto' with the fixed "
+                          "ones; add 'auto' to methods.sdfm.epsilons")
     return config
+
+
+def _check_convergence_study(config: dict) -> None:
+    """``studies.convergence``: a data set of the config, a centre on the grid, K windows within the steps."""
+    study = config.get("studies", {}).get("convergence")
+    if study is None:
+        return
+    from sdfm.jobs.convergence_study import STUDY_DEFAULTS
+
+    key, study = "studies.convergence", {**STUDY_DEFAULTS, **study}
+    if study["dataset"] not in config["datasets"]:
+        raise ConfigError(f"config key '{key}.dataset': {study['dataset']!r} is not a data set of this config; "
+                          f"choose one of {', '.join(config['datasets'])}")
+    for name in ("first_eval", "fit_from"):
+        if study[name] > study["steps"]:
+            raise ConfigError(f"config key '{key}.{name}': {study[name]} exceeds {key}.steps = {study['steps']}; "
+                              f"lower it or raise steps")
+    for name, values in (("n_points", "n_points"), ("batch_size", "batch_sizes")):
+        centre = (study["centre"] or {}).get(name)
+        if centre is not None and centre not in study[values]:
+            raise ConfigError(f"config key '{key}.centre.{name}': {centre} is not in {key}.{values}; add it there")
+    entry = config["datasets"][study["dataset"]]
+    n_train = entry.get("options", {}).get("n_train", dataset_options(entry["source"]).get("n_train"))
+    largest = max(study["n_points"])
+    if isinstance(n_train, int) and largest > n_train:
+        raise ConfigError(f"config key '{key}.n_points': {largest} exceeds the {n_train} training points of "
+                          f"'{study['dataset']}' (datasets.{study['dataset']}.options.n_train); use smaller N")
 
 
 def _check_dataset(name: str, entry: dict) -> None:
@@ -167,6 +207,38 @@ def _check_dataset(name: str, entry: dict) -> None:
     path = options.get("path")
     if path is not None and not Path(path).exists():
         raise ConfigError(f"config key 'datasets.{name}.options.path': {path} does not exist; point it at the local data")
+
+
+def data_dimension(source: str, options: dict) -> int | None:
+    """The flat dimension D of a data set, from its source and options alone (None if unknown before loading)."""
+    from sdfm.data.imagenet import IMAGENET_DATASETS
+
+    if source in TOY_DATASETS:
+        return 2
+    fixed = {"digits": 64, "animals": 784, "cifar10": 3072}
+    if source in fixed:
+        return fixed[source]
+    if source in IMAGENET_DATASETS:
+        return 3 * IMAGENET_DATASETS[source].resolution ** 2
+    if source == "image_folder":
+        return int(options.get("channels", 3)) * int(options.get("resolution", 64)) ** 2
+    return None
+
+
+def _check_pca(config: dict, name: str, merged: dict) -> None:
+    """``potential.pca_dim``: below the data dimension, and not on a sharded fit."""
+    potential = merged["potential"]
+    k = potential.get("pca_dim")
+    if k is None:
+        return
+    where = _where(config, name, "potential", "pca_dim")
+    if potential.get("processes", 1) > 1:
+        raise ConfigError(f"config key '{where}': a PCA potential cannot be sharded over potential.processes = "
+                          f"{potential['processes']} ranks yet; use processes 1 or pca_dim null")
+    dim = data_dimension(merged["source"], merged["options"])
+    if dim is not None and k >= dim:
+        raise ConfigError(f"config key '{where}': {k} is not below the dimension {dim} of data set '{name}'; "
+                          f"use a smaller k, or null for the full space")
 
 
 def _where(config: dict, name: str, stage: str, key: str) -> str:
@@ -193,11 +265,12 @@ def _check_image_track(config: dict, name: str, merged: dict) -> None:
                 f"config key '{_where(config, name, 'evaluate', 'metrics')}': '{metric}' is for image data sets, "
                 f"and '{name}' holds points; use w2, energy or curvature"
             )
-    if "kid" in metrics and not {"fd", "fid"} & set(metrics):
-        raise ConfigError(
-            f"config key '{_where(config, name, 'evaluate', 'metrics')}': 'kid' is computed in the feature space "
-            f"of 'fd' or 'fid'; add one of them"
-        )
+    for metric in _FEATURE_SPACE_METRICS:
+        if metric in metrics and not {"fd", "fid"} & set(metrics):
+            raise ConfigError(
+                f"config key '{_where(config, name, 'evaluate', 'metrics')}': '{metric}' is computed in the feature "
+                f"space of 'fd' or 'fid'; add one of them"
+            )
     weights = evaluate.get("inception_weights")
     if weights is not None and not Path(weights).is_file():
         raise ConfigError(
@@ -225,19 +298,56 @@ def _check_image_track(config: dict, name: str, merged: dict) -> None:
                 f"config key 'datasets.{name}.conditional': conditional SD-FM is not implemented yet "
                 f"(sdfm.ot.fit_potential has no source-sampler hook); drop 'conditional' or method 'sdfm'"
             )
+    _check_superres(config, name, merged)
+
+
+#: Image side of the data sets whose size is fixed (image_folder: its ``resolution`` option).
+_IMAGE_SIDES = {"digits": 8, "animals": 28, "cifar10": 32, "imagenet32": 32, "imagenet64": 64}
+
+
+def _check_superres(config: dict, name: str, merged: dict) -> None:
+    """``superres``: image sets and UNets only, not with ``conditional``, a factor dividing the side; psnr / ssim need it."""
+    superres, key = merged["superres"], f"datasets.{name}.superres"
+    metrics = merged["evaluate"]["metrics"]
+    if superres is None:
+        for metric in ("psnr", "ssim"):
+            if metric in metrics:
+                raise ConfigError(
+                    f"config key '{_where(config, name, 'evaluate', 'metrics')}': '{metric}' scores super-resolution "
+                    f"against the truth; add '{key}' or drop it"
+                )
+        return
+    if merged["kind"] != "images":
+        raise ConfigError(f"config key '{key}': '{name}' holds points; super-resolution needs an image set")
+    if merged["conditional"] is not None:
+        raise ConfigError(f"config key '{key}': 'conditional' and 'superres' exclude each other; keep one")
+    if merged["model"]["kind"] != "unet":
+        raise ConfigError(f"config key '{key}': the low-resolution condition enters a UNet; set model.kind 'unet'")
+    if merged["potential"].get("pca_dim") is not None:
+        raise ConfigError(f"config key '{key}': a PCA potential (potential.pca_dim) does not pair on the "
+                          f"low-resolution condition; drop one of them")
+    side = _IMAGE_SIDES.get(merged["source"])
+    if merged["source"] == "image_folder":
+        side = merged["options"].get("resolution", dataset_options("image_folder").get("resolution"))
+    if isinstance(side, int) and side % superres["factor"]:
+        raise ConfigError(
+            f"config key '{key}.factor': {superres['factor']} does not divide the {side}x{side} images of "
+            f"'{name}'; use a divisor of {side}"
+        )
 
 
 def dataset_settings(config: dict, name: str) -> dict:
     """Merged settings of one dataset: built-in defaults < top level < the dataset's own entry.
 
     Besides the stages, the result holds ``source``, ``options``, ``kind`` (points or images) and
-    ``conditional`` (the entry's ``{"beta": ...}`` or None). A MeanFlow model
+    ``conditional`` (the entry's ``{"beta": ...}`` or None), ``superres`` (``{"factor", "beta"}`` or
+    None). A MeanFlow model
     (``train.objective: meanflow``) is always evaluated with solver ``meanflow`` too.
     """
     entry = config["datasets"][name]
     kind = "points" if entry["source"] in TOY_DATASETS else "images"
     merged = {"source": entry["source"], "options": dict(entry.get("options", {})), "kind": kind,
-              "conditional": copy.deepcopy(entry.get("conditional"))}
+              "conditional": copy.deepcopy(entry.get("conditional")), "superres": copy.deepcopy(entry.get("superres"))}
     for stage in _STAGES:
         base = BUILTIN_DEFAULTS[stage][kind] if stage in _KIND_STAGES else BUILTIN_DEFAULTS[stage]
         merged[stage] = copy.deepcopy({**base, **config.get(stage, {}), **entry.get(stage, {})})
@@ -253,9 +363,9 @@ def needs_feature_net(config: dict, name: str) -> bool:
     return merged["kind"] == "images" and "fd" in merged["evaluate"]["metrics"]
 
 
-def epsilon_label(epsilon: float) -> str:
-    """The wildcard spelling of a relative epsilon: ``0``, ``0.1``, ``0.01``."""
-    return f"{float(epsilon):g}"
+def epsilon_label(epsilon: float | str) -> str:
+    """The wildcard spelling of a relative epsilon: ``0``, ``0.1``, ``0.01``; ``auto`` stays ``auto``."""
+    return "auto" if epsilon == "auto" else f"{float(epsilon):g}"
 
 
 def job_grid(config: dict) -> list[dict]:

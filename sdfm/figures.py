@@ -25,7 +25,7 @@ from sdfm.io import atomic_path  # noqa: E402
 __all__ = [
     "METHOD_COLORS", "METHOD_NAMES", "STAGE_COLORS", "STYLE", "choose_nfes", "placeholder", "plot_chi2_curves",
     "plot_cost", "plot_metric_vs_epsilon", "plot_metric_vs_nfe", "plot_sample_grids", "plot_trajectories",
-    "save_figure", "short_label", "variant_label",
+    "save_figure", "short_label", "variant_label", "higher_is_better", "plot_guidance",
 ]
 
 METHOD_COLORS = {"fm": "#4d4d4d", "otfm": "#1f77b4", "sdfm": "#d62728"}
@@ -33,6 +33,30 @@ METHOD_MARKERS = {"fm": "s", "otfm": "o", "sdfm": "^"}
 METHOD_NAMES = {"fm": "FM (independent)", "otfm": "OT-FM (batch OT)", "sdfm": "SD-FM (semidiscrete)"}
 METHOD_SHORT = {"fm": "FM", "otfm": "OT-FM", "sdfm": "SD-FM"}
 METHOD_ORDER = {"fm": 0, "otfm": 1, "sdfm": 2}
+#: Metrics (plain, or ``<name>_<dataset>``) where higher is better; every other metric is lower-is-better.
+HIGHER_IS_BETTER = ("precision", "recall", "psnr", "ssim")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` (e.g. ``precision``, ``recall_digits``) is better."""
+    return any(metric == name or metric.startswith(name + "_") for name in HIGHER_IS_BETTER)
+
+
+def _direction(metrics) -> str:
+    """The figure title's reading hint: lower is better, unless some panel is marked higher-is-better."""
+    if len(metrics) and all(higher_is_better(m) for m in metrics):  # e.g. psnr and ssim alone
+        return "higher is better"
+    if any(higher_is_better(m) for m in metrics):
+        return "lower is better, except ↑: higher is better"
+    return "lower is better"
+
+
+def _metric_label(metric: str, metric_name) -> str:
+    """Axis label: the metric's name, with an up arrow when higher is better (long ones on two lines)."""
+    if not higher_is_better(metric):
+        return metric_name(metric)
+    label = f"{metric_name(metric)} ↑"
+    return label.replace(" in the ", "\nin the ", 1) if len(label) > 28 else label
 LINESTYLES = ["-", "--", ":", "-."]
 #: Stage colours of the cost figure (ColorBrewer Dark2), with hatches for grey-scale print.
 STAGE_COLORS = {"potential": "#7570b3", "train": "#1b9e77", "evaluate": "#d95f02"}
@@ -54,16 +78,16 @@ def _style():
         yield
 
 
-def variant_label(method: str, epsilon: float) -> str:
-    """Legend / row label of a method at a relative epsilon (FM has none)."""
+def variant_label(method: str, epsilon: float, auto: bool = False) -> str:
+    """Legend / row label of a method at a relative epsilon (FM has none); ``eps=auto (0.0191)`` when chosen."""
     name = METHOD_NAMES.get(method, method)
-    return name if method == "fm" else f"{name}, eps={epsilon:g}"
+    return name if method == "fm" else f"{name}, eps=" + (f"auto ({epsilon:.3g})" if auto else f"{epsilon:g}")
 
 
-def short_label(method: str, epsilon: float) -> str:
-    """Compact label for panel titles and grid rows: ``FM``, ``SD-FM ε=0.1``."""
+def short_label(method: str, epsilon: float, auto: bool = False) -> str:
+    """Compact label for panel titles and grid rows: ``FM``, ``SD-FM ε=0.1``, ``SD-FM ε=auto (0.019)``."""
     name = METHOD_SHORT.get(method, method)
-    return name if method == "fm" else f"{name} ε={epsilon:g}"
+    return name if method == "fm" else f"{name} ε=" + (f"auto ({epsilon:.2g})" if auto else f"{epsilon:g}")
 
 
 def variant_key(variant: tuple[str, float]) -> tuple:
@@ -173,15 +197,17 @@ def plot_metric_vs_nfe(stats: pd.DataFrame, dataset: str, out_dir: str | Path, s
             ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             means = sub["mean"]
-            if (means > 0).all():
+            if higher_is_better(metric):
+                pass  # shares in [0, 1] (precision, recall): a linear axis
+            elif (means > 0).all():
                 ax.set_yscale("log")  # methods differ by orders of magnitude at low NFE
             elif means.abs().max() > 0:  # unbiased estimates can dip below zero
                 ax.set_yscale("symlog", linthresh=1e-3 * float(means.abs().max()))
             ax.set_xlabel(f"NFE ({_solver_name(solver)})")
-            ax.set_ylabel(metric_name(metric))
+            ax.set_ylabel(_metric_label(metric, metric_name))
             _readable_log_ticks(ax)
         handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.suptitle(f"{dataset}: sample quality vs NFE (mean ± std over seeds; lower is better)")
+        fig.suptitle(f"{dataset}: sample quality vs NFE (mean ± std over seeds; {_direction(metrics)})")
         _legend_below(fig, handles, labels)
         return save_figure(fig, Path(out_dir) / f"{dataset}_metrics_vs_nfe")
 
@@ -207,12 +233,14 @@ def plot_chi2_curves(summaries: list[dict], dataset: str, out_dir: str | Path) -
 
 
 def plot_metric_vs_epsilon(study: pd.DataFrame, dataset: str, out_dir: str | Path, solver: str = "euler",
-                           metric_name=str) -> list[Path]:
+                           metric_name=str, auto: float | None = None) -> list[Path]:
     """The epsilon study: rows metrics, columns NFE; x the relative epsilon (categorical, so 0 shows).
 
     Args:
         study: rows of ``report.epsilon_study`` (method, epsilon, nfe, metric, mean, std, count)
             for one data set; FM rows become a horizontal reference line with its +- std band.
+        auto: the SD-FM epsilon chosen by ``auto`` (sdfm.ot.auto_epsilon): its point is a star and
+            its tick reads ``auto``, in its place on the epsilon axis.
     """
     metrics = sorted(study.metric.unique())
     nfes = sorted(study.nfe.unique())
@@ -242,26 +270,72 @@ def plot_metric_vs_epsilon(study: pd.DataFrame, dataset: str, out_dir: str | Pat
                     ax.errorbar(x, rows["mean"], yerr=rows["std"].fillna(0), color=METHOD_COLORS.get(method),
                                 marker=METHOD_MARKERS.get(method, "o"), capsize=2.5,
                                 label=METHOD_NAMES.get(method, method))
+                    chosen = rows[rows.epsilon == auto] if method == "sdfm" and auto is not None else rows.iloc[:0]
+                    if len(chosen):
+                        ax.plot([position[auto] + offset[method]], chosen["mean"], ls="none", marker="*", ms=14,
+                                mfc="gold", mec="black", zorder=5, label=f"SD-FM, ε = auto ({auto:.2g})")
                 spread = cell["std"].fillna(0)
-                _value_scale(ax, values + list(cell["mean"] - spread) + list(cell["mean"] + spread))
+                if not higher_is_better(metric):  # precision / recall: shares in [0, 1], a linear axis
+                    _value_scale(ax, values + list(cell["mean"] - spread) + list(cell["mean"] + spread))
                 _readable_log_ticks(ax)
-                ax.set_xticks(range(len(epsilons)), [f"{e:g}" for e in epsilons])
+                ax.set_xticks(range(len(epsilons)), [f"auto\n{e:.2g}" if e == auto else f"{e:g}" for e in epsilons])
                 ax.set_xlim(-0.5, len(epsilons) - 0.5)
                 if r == 0:
                     ax.set_title(f"NFE = {int(nfe)} ({_solver_name(solver)})")
                 if r == len(metrics) - 1:
                     ax.set_xlabel("relative ε")
                 if c == 0:
-                    ax.set_ylabel(metric_name(metric))
+                    ax.set_ylabel(_metric_label(metric, metric_name))
         handles, labels = [], []
         for ax in axes.flat:
             for h, l in zip(*ax.get_legend_handles_labels()):
                 if l not in labels:
                     handles.append(h)
                     labels.append(l)
-        fig.suptitle(f"{dataset}: effect of ε at fixed NFE (mean ± std over seeds; lower is better)")
+        fig.suptitle(f"{dataset}: effect of ε at fixed NFE (mean ± std over seeds; {_direction(metrics)})")
         _legend_below(fig, handles, labels)
         return save_figure(fig, Path(out_dir) / f"{dataset}_metrics_vs_epsilon")
+
+
+def plot_guidance(stats: pd.DataFrame, dataset: str, out_dir: str | Path, nfe: int, solver: str = "euler",
+                  metric_name=str) -> list[Path]:
+    """Classifier-free guidance: one panel per metric vs the guidance scale w at one NFE, a line per method / epsilon.
+
+    Sampling follows ``v_w = v(x, t, null) + w (v(x, t, z) - v(x, t, null))``: w = 1 is the
+    conditional model (marked by a dotted line), w = 0 the unconditional one, w > 1 guidance.
+
+    Args:
+        stats: mean / std over seeds of one data set, solver and NFE: method, epsilon, guidance
+            (w), metric, mean, std. Frechet / kernel distances get a log axis when they span
+            more than a factor 10; precision and recall (higher is better) a linear one.
+    """
+    metrics = sorted(stats.metric.unique(), key=lambda m: (higher_is_better(m), m))
+    epsilons = sorted(stats.epsilon.unique())
+    scales = sorted(stats.guidance.unique())
+    with _style():
+        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            sub = stats[stats.metric == metric]
+            for (method, epsilon), group in sorted(sub.groupby(["method", "epsilon"]), key=lambda kv: variant_key(kv[0])):
+                group = group.sort_values("guidance")
+                style = _line_style(method, epsilon, epsilons)
+                ax.plot(group.guidance, group["mean"], label=short_label(method, epsilon), **style)
+                std = group["std"].fillna(0)
+                ax.fill_between(group.guidance, group["mean"] - std, group["mean"] + std, color=style["color"],
+                                alpha=0.12, lw=0)
+            if 1.0 in scales:
+                ax.axvline(1.0, color="grey", ls=":", lw=1.0)
+            if not higher_is_better(metric):
+                _value_scale(ax, list(sub["mean"]))
+                _readable_log_ticks(ax)
+            ax.set_xticks(scales, [f"{w:g}" for w in scales])
+            ax.set_xlabel("guidance scale w (1: no guidance)")
+            ax.set_ylabel(_metric_label(metric, metric_name))
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.suptitle(f"{dataset}: classifier-free guidance at {_solver_name(solver)} NFE {int(nfe)} "
+                     f"(mean ± std over seeds; {_direction(metrics)})")
+        _legend_below(fig, handles, labels)
+        return save_figure(fig, Path(out_dir) / f"{dataset}_guidance")
 
 
 def plot_cost(costs: pd.DataFrame, pairing: pd.DataFrame, dataset: str, out_dir: str | Path) -> list[Path]:

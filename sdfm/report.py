@@ -23,19 +23,26 @@ import pandas as pd
 import yaml
 
 from sdfm import figures
-from sdfm.figures import choose_nfes, variant_key, variant_label
+from sdfm.figures import choose_nfes, higher_is_better, variant_key, variant_label
 from sdfm.io import atomic_write_text
 
 __all__ = [
-    "FIGURE_KINDS", "cost_table", "epsilon_study", "format_paper_table", "git_state", "pairing_table",
+    "FIGURE_KINDS", "GUIDANCE_NFE", "cost_table", "epsilon_study", "format_paper_table", "git_state",
+    "guidance_scale", "guidance_study", "guidance_table", "pairing_table",
     "paper_table", "plot_chi2_curves", "plot_metric_vs_nfe", "read_benchmark", "sample_grid_files", "shared_costs",
     "split_figure_name", "summarise", "trajectory_panels", "variant_label", "write_report",
+    "auto_epsilons", "read_auto_epsilons",
 ]
 
 METRIC_NAMES = {"w2": "W2 to held-out data", "energy": "energy distance", "curvature": "path curvature",
-                "fid": "FID (Inception-v3)", "kid": "KID (Inception-v3)"}
+                "fid": "FID (Inception-v3)", "kid": "KID (Inception-v3)",
+                "precision": "precision (Inception-v3)", "recall": "recall (Inception-v3)",
+                "psnr": "PSNR to the truth (dB)", "ssim": "SSIM to the truth"}
 #: Every figure the report can draw, per data set (file ``<dataset>_<kind>.png`` / ``.pdf``).
-FIGURE_KINDS = ("metrics_vs_nfe", "metrics_vs_epsilon", "trajectories", "samples", "chi2", "cost")
+FIGURE_KINDS = ("metrics_vs_nfe", "metrics_vs_epsilon", "guidance", "trajectories", "samples", "superres", "chi2",
+                "cost")
+#: NFE of the guidance figure and table (the paper's guidance comparison: gamma = 2 at NFE 4).
+GUIDANCE_NFE = 4
 #: Euler NFE of the trajectory figure, and how many paths it draws.
 TRAJECTORY_NFE, TRAJECTORY_PATHS = 16, 32
 
@@ -44,7 +51,7 @@ def metric_name(metric: str) -> str:
     """Human-readable name of a metric column value (``fd_<dataset>``: Frechet distance in its FeatureNet)."""
     if metric in METRIC_NAMES:
         return METRIC_NAMES[metric]
-    for prefix, what in (("fd_", "FD"), ("kid_", "KID")):
+    for prefix, what in (("fd_", "FD"), ("kid_", "KID"), ("precision_", "precision"), ("recall_", "recall")):
         if metric.startswith(prefix):
             return f"{what} in the {metric[len(prefix):]} FeatureNet"
     return metric
@@ -78,15 +85,31 @@ def _column_order(column: str) -> tuple:
     return (0, solver, int(nfe) if nfe.isdigit() else 0)
 
 
-def paper_table(table: pd.DataFrame, dataset: str, metric: str, columns: list[tuple[str, int]] | None = None):
+def auto_epsilons(potentials: list[dict]) -> dict[str, float]:
+    """``{dataset: epsilon_rel}`` chosen by SD-FM epsilon ``auto``, from the potential summaries.
+
+    metrics.csv holds the chosen number in its ``epsilon`` column; the summary ``eps auto.json``
+    (key ``epsilon_auto``) marks which SD-FM epsilon of a data set it was.
+    """
+    return {s["dataset"]: float(s["epsilon_rel"]) for s in potentials if s.get("epsilon_auto")}
+
+
+def read_auto_epsilons(results: str | Path) -> dict[str, float]:
+    """:func:`auto_epsilons` of the summaries ``<results>/potentials/*/epsauto.json`` (for ``sdfm compare``)."""
+    return auto_epsilons([json.loads(p.read_text()) for p in sorted(Path(results).glob("potentials/*/epsauto.json"))])
+
+
+def paper_table(table: pd.DataFrame, dataset: str, metric: str, columns: list[tuple[str, int]] | None = None,
+                auto: float | None = None):
     """Rows method / epsilon, columns solver-NFE (the papers' layout): ``(means, stds)`` over seeds.
 
     dopri5 picks its own NFE per seed, so its column pools the seeds whatever NFE they used.
+    ``auto``: the SD-FM epsilon chosen by ``auto`` (:func:`auto_epsilons`); its row reads ``eps=auto (...)``.
     """
     sub = table[(table.dataset == dataset) & (table.metric == metric)].copy()
     sub["column"] = [_column(s, n) for s, n in zip(sub.solver, sub.nfe)]
-    sub["row"] = [variant_label(m, e) for m, e in zip(sub.method, sub.epsilon)]
-    order = {variant_label(m, e): variant_key((m, e)) for m, e in zip(sub.method, sub.epsilon)}
+    sub["row"] = [variant_label(m, e, m == "sdfm" and e == auto) for m, e in zip(sub.method, sub.epsilon)]
+    order = {r: variant_key((m, e)) for r, m, e in zip(sub.row, sub.method, sub.epsilon)}
     stats = sub.groupby(["row", "column"])["value"].agg(["mean", "std"]).reset_index()
     means = stats.pivot(index="row", columns="column", values="mean")
     means = means.loc[sorted(means.index, key=order.get), sorted(means.columns, key=_column_order)]
@@ -122,6 +145,62 @@ def epsilon_study(table: pd.DataFrame, dataset: str, solver: str = "euler", nfes
     return summarise(sub[sub.nfe.isin(nfes)])
 
 
+def guidance_scale(solver: str) -> tuple[str, float]:
+    """Split a ``solver`` column value into (solver, guidance scale w): ``"euler@g=2.0"`` -> ``("euler", 2.0)``.
+
+    The evaluate job appends ``@g=<w>`` only when w != 1, so a plain name means w = 1.
+    """
+    name, sep, scale = str(solver).partition("@g=")
+    return name, float(scale) if sep else 1.0
+
+
+def guidance_study(table: pd.DataFrame, dataset: str, nfe: int = GUIDANCE_NFE, solver: str | None = None):
+    """Mean / std / count over seeds per (method, epsilon, guidance w, metric) at one solver and NFE.
+
+    Args:
+        solver: a fixed-step solver; default Euler when it was run, else the first one found.
+        nfe: wanted NFE (default 4, the paper's); the nearest one run (on a log scale) when absent.
+
+    Returns:
+        ``(stats, solver, nfe)``: the summary (columns method, epsilon, guidance, metric, mean, std,
+        count; empty when nothing matches) and the solver and NFE it is taken at.
+    """
+    own = table[table.dataset == dataset]
+    parsed = [guidance_scale(s) for s in own.solver]
+    own = own.assign(base=[p[0] for p in parsed], guidance=[p[1] for p in parsed])
+    fixed = own[~own.base.isin(("dopri5", "meanflow"))]
+    if solver is None:
+        bases = sorted(set(fixed.base))
+        solver = "euler" if "euler" in bases or not bases else bases[0]
+    sub = fixed[fixed.base == solver]
+    columns = ["method", "epsilon", "guidance", "metric", "mean", "std", "count"]
+    if sub.empty:
+        return pd.DataFrame(columns=columns), solver, int(nfe)
+    available = sorted(int(n) for n in sub.nfe.unique())
+    if nfe not in available:
+        nfe = min(available, key=lambda v: (abs(np.log(v) - np.log(nfe)), v))
+    stats = sub[sub.nfe == nfe].groupby(["method", "epsilon", "guidance", "metric"])["value"]
+    return stats.agg(["mean", "std", "count"]).reset_index()[columns], solver, int(nfe)
+
+
+def guidance_table(stats: pd.DataFrame, solver: str, nfe: int) -> list[str]:
+    """Markdown lines: per metric, rows method / epsilon, columns guidance scale w (best in bold)."""
+    lines = []
+    for metric in sorted(stats.metric.unique(), key=lambda m: (higher_is_better(m), m)):
+        sub = stats[stats.metric == metric].assign(
+            row=lambda f: [variant_label(m, e) for m, e in zip(f.method, f.epsilon)],
+            column=lambda f: [f"w = {w:g}" for w in f.guidance])
+        order = {r: variant_key((m, e)) for r, m, e in zip(sub.row, sub.method, sub.epsilon)}
+        means = sub.pivot(index="row", columns="column", values="mean")
+        means = means.loc[sorted(means.index, key=order.get), [f"w = {w:g}" for w in sorted(sub.guidance.unique())]]
+        stds = sub.pivot(index="row", columns="column", values="std").reindex_like(means)
+        better = "higher" if higher_is_better(metric) else "lower"
+        lines += [f"**{metric_name(metric)}** (`{metric}`) at {figures._solver_name(solver)} NFE {nfe} by guidance "
+                  f"scale w (w = 1: no guidance; mean ± std over seeds; {better} is better, best in bold)", "",
+                  format_paper_table(means, stds, lower_is_better=better == "lower"), ""]
+    return lines
+
+
 def read_benchmark(path: str | Path) -> float:
     """Wall seconds (column ``s``) of one Snakemake benchmark file; the mean over repeats; NaN if absent."""
     path = Path(path)
@@ -135,13 +214,14 @@ def _eps(epsilon: float) -> str:
     return f"{float(epsilon):g}"  # the wildcard spelling (sdfm.config.epsilon_label)
 
 
-def cost_table(runs: pd.DataFrame, benchmarks: str | Path) -> pd.DataFrame:
+def cost_table(runs: pd.DataFrame, benchmarks: str | Path, auto: dict[str, float] | None = None) -> pd.DataFrame:
     """Wall seconds per stage and variant, from the benchmark files of the runs in ``runs``.
 
     Args:
         runs: one row per trained run (dataset, method, epsilon, seed).
         benchmarks: the folder ``results/benchmarks`` (``potential/<ds>/eps<e>.tsv``,
             ``train/<ds>/<method>-eps<e>-seed<s>.tsv``, ``evaluate/...`` likewise).
+        auto: ``{dataset: epsilon}`` chosen by SD-FM ``auto`` (:func:`auto_epsilons`): its files are ``epsauto``.
 
     Returns:
         One row per (dataset, method, epsilon): ``potential`` (the SD-FM potential at that epsilon,
@@ -155,10 +235,11 @@ def cost_table(runs: pd.DataFrame, benchmarks: str | Path) -> pd.DataFrame:
         row = {"dataset": dataset, "method": method, "epsilon": float(epsilon), "potential": 0.0, "train": 0.0,
                "evaluate": 0.0, "seeds": len(group), "missing": 0}
         files = []
+        label = "auto" if method == "sdfm" and (auto or {}).get(dataset) == epsilon else _eps(epsilon)
         if method == "sdfm":
-            files.append(("potential", benchmarks / "potential" / dataset / f"eps{_eps(epsilon)}.tsv"))
+            files.append(("potential", benchmarks / "potential" / dataset / f"eps{label}.tsv"))
         for seed in sorted(group.seed):
-            name = f"{method}-eps{_eps(epsilon)}-seed{int(seed)}.tsv"
+            name = f"{method}-eps{label}-seed{int(seed)}.tsv"
             files += [(stage, benchmarks / stage / dataset / name) for stage in ("train", "evaluate")]
         for stage, path in files:
             seconds = read_benchmark(path)
@@ -276,6 +357,8 @@ def _applicable(dataset: str, table: pd.DataFrame, potentials: list[dict], kind_
     kinds = ["metrics_vs_nfe"]
     if own[own.method != "fm"].epsilon.nunique() >= 2:
         kinds.append("metrics_vs_epsilon")
+    if len({guidance_scale(s)[1] for s in own.solver.unique()}) >= 2:
+        kinds.append("guidance")
     if any(s["dataset"] == dataset for s in potentials):
         kinds.append("chi2")
     kinds.append("cost")
@@ -283,10 +366,12 @@ def _applicable(dataset: str, table: pd.DataFrame, potentials: list[dict], kind_
         kinds.append("trajectories")
     elif kind_of_data == "images":
         kinds.append("samples")
+    if {"psnr", "ssim"} & set(own.metric):  # a super-resolution data set (sdfm.report_superres)
+        kinds.append("superres")
     return kinds
 
 
-def _cost_markdown(costs: pd.DataFrame, pairing: pd.DataFrame, shared: dict) -> list[str]:
+def _cost_markdown(costs: pd.DataFrame, pairing: pd.DataFrame, shared: dict, auto: float | None = None) -> list[str]:
     lines = ["| method | potential fit (s) | training (s) | evaluation (s) | total (s) | pairing share of a step |",
              "|---|---|---|---|---|---|"]
     share = pairing.set_index(["method", "epsilon"])
@@ -297,7 +382,8 @@ def _cost_markdown(costs: pd.DataFrame, pairing: pd.DataFrame, shared: dict) -> 
         if key in share.index:
             mean, std = share.at[key, "share_mean"], share.at[key, "share_std"]
             cell = f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if pd.notna(std) else "")
-        lines.append(f"| {variant_label(row.method, row.epsilon)} | {row.potential:.1f} | {row.train:.1f} | "
+        label = variant_label(row.method, row.epsilon, row.method == "sdfm" and row.epsilon == auto)
+        lines.append(f"| {label} | {row.potential:.1f} | {row.train:.1f} | "
                      f"{row.evaluate:.1f} | {row.total:.1f} | {cell} |")
     note = [f"Totals over {int(costs.seeds.max())} seed(s); a potential is fitted once per epsilon and shared by "
             "its seeds."] if len(costs) else []
@@ -356,9 +442,10 @@ def write_report(metrics_csv: str | Path, summaries: list[str | Path], out_dir: 
                                      benchmarks, fig_dir)
         lines += ["### Tables", ""]
         for metric in sorted(table[table.dataset == dataset].metric.unique()):
-            means, stds = paper_table(table, dataset, metric)
-            lines += [f"**{metric_name(metric)}** (`{metric}`; mean ± std over seeds; lower is better, best in bold)",
-                      "", format_paper_table(means, stds), ""]
+            means, stds = paper_table(table, dataset, metric, auto=auto_epsilons(potentials).get(dataset))
+            better = "higher" if higher_is_better(metric) else "lower"
+            lines += [f"**{metric_name(metric)}** (`{metric}`; mean ± std over seeds; {better} is better, best in bold)",
+                      "", format_paper_table(means, stds, lower_is_better=better == "lower"), ""]
         dopri = table[(table.dataset == dataset) & (table.solver == "dopri5")]
         if len(dopri):
             lines += [f"dopri5 used {dopri.nfe.mean():.0f} NFE on average ({int(dopri.nfe.min())}–"
@@ -421,7 +508,15 @@ def _figure_section(kind, dataset, table, potentials, trained, data_paths, runs,
         if study.empty or study[study.method != "fm"].epsilon.nunique() < 1:
             reason = "no OT-FM / SD-FM metrics at Euler NFE"
         else:
-            figures.plot_metric_vs_epsilon(study, dataset, fig_dir, metric_name=metric_name)
+            figures.plot_metric_vs_epsilon(study, dataset, fig_dir, metric_name=metric_name,
+                                           auto=auto_epsilons(potentials).get(dataset))
+    elif kind == "guidance":
+        stats, solver, nfe = guidance_study(table, dataset)
+        if stats.empty or stats.guidance.nunique() < 2:
+            reason = "no metrics at two or more guidance scales"
+        else:
+            figures.plot_guidance(stats, dataset, fig_dir, nfe, solver=solver, metric_name=metric_name)
+            extra = guidance_table(stats, solver, nfe)
     elif kind == "chi2":
         own_pot = [s for s in potentials if s["dataset"] == dataset]
         if not own_pot:
@@ -431,16 +526,20 @@ def _figure_section(kind, dataset, table, potentials, trained, data_paths, runs,
             extra = ["| epsilon (rel) | epsilon (abs) | steps | fit seconds | final chi² |", "|---|---|---|---|---|"]
             for s in sorted(own_pot, key=lambda s: s["epsilon_rel"]):
                 flag = " (diverging)" if s.get("diverging") else ""
-                extra.append(f"| {s['epsilon_rel']:g} | {s['epsilon_abs']:.4g} | {s['steps_run']} | "
+                extra.append(f"| {s['epsilon_rel']:.3g}{' (auto)' if s.get('epsilon_auto') else ''} | "
+                             f"{s['epsilon_abs']:.4g} | {s['steps_run']} | "
                              f"{s['fit_seconds']:.1f} | {s['final_chi2']:.4f}{flag} |")
     elif kind == "cost":
-        costs = cost_table(runs[runs.dataset == dataset], benchmarks) if benchmarks else cost_table(runs.iloc[:0], ".")
+        auto = auto_epsilons(potentials)
+        costs = (cost_table(runs[runs.dataset == dataset], benchmarks, auto) if benchmarks
+                 else cost_table(runs.iloc[:0], "."))
         pairing = pairing_all[pairing_all.dataset == dataset]
         if costs.empty and pairing.empty:
             reason = "no benchmark files or training summaries"
         else:
             figures.plot_cost(costs, pairing, dataset, fig_dir)
-            extra = _cost_markdown(costs, pairing, shared_costs(dataset, benchmarks) if benchmarks else {})
+            extra = _cost_markdown(costs, pairing, shared_costs(dataset, benchmarks) if benchmarks else {},
+                                   auto.get(dataset))
     elif kind == "trajectories":
         models = _first_seed_models(dataset, trained)
         if dataset not in data_paths or not models:
@@ -462,6 +561,11 @@ def _figure_section(kind, dataset, table, potentials, trained, data_paths, runs,
         else:
             columns = sorted({c for g in grids.values() for c in g}, key=_grid_column_order)
             figures.plot_sample_grids(grids, columns, dataset, fig_dir)
+    elif kind == "superres":
+        from sdfm.report_superres import superres_section
+
+        run_dirs = {v: p.parent for v, p in _first_seed_models(dataset, trained, ".json").items()}
+        reason, extra = superres_section(dataset, table, run_dirs, fig_dir)
     if reason:
         figures.placeholder(stem, f"{dataset}: {title}", reason)
     lines = [f"### {title}", "", f"![{dataset}: {title}](figures/{stem.name}.png)", ""]
@@ -470,7 +574,8 @@ def _figure_section(kind, dataset, table, potentials, trained, data_paths, runs,
 
 TITLES = {"metrics_vs_nfe": "Sample quality vs NFE", "metrics_vs_epsilon": "Effect of epsilon at fixed NFE",
           "chi2": "Semidiscrete potential: chi² convergence", "cost": "Compute cost",
-          "trajectories": "ODE trajectories", "samples": "Samples"}
+          "trajectories": "ODE trajectories", "samples": "Samples", "guidance": "Classifier-free guidance",
+          "superres": "Super-resolution"}
 
 
 def _grid_column_order(label: str) -> tuple:

@@ -6,7 +6,13 @@ Rows of the tidy table (DESIGN.md, Artifacts) name their metric by what it measu
 - ``curvature``: excess length of the Euler-32 paths (the same for every solver and NFE);
 - image sets only: ``fd_<dataset>`` (Frechet distance in the data set's FeatureNet embedding,
   never called ``fid``), ``fid`` (Inception-v3 from a local weights file), and ``kid_<dataset>``
-  / ``kid`` (kernel distance in the same two feature spaces).
+  / ``kid`` (kernel distance in the same two feature spaces), ``precision_<dataset>`` /
+  ``recall_<dataset>`` and ``precision`` / ``recall`` (improved k-NN precision and recall, k = 3,
+  in the same two feature spaces; higher is better).
+
+A super-resolution model (trained with ``superres``) is sampled once per held-out image y, given
+``z = avgpool_f(y)``; ``psnr`` and ``ssim`` (higher is better) score each sample against its y, and
+``<run dir>/superres/`` keeps the upsampling baselines and a few samples for the report's figure.
 
 ``dopri5`` rows carry the NFE it actually used; solver ``meanflow`` (MeanFlow models) runs at NFE
 1 and 2. A conditional model is sampled with labels drawn uniformly from its classes at each
@@ -36,6 +42,8 @@ __all__ = ["evaluate_run", "METRIC_COLUMNS", "MEANFLOW_NFE", "solver_label", "sa
 METRIC_COLUMNS = ["dataset", "method", "epsilon", "batch_size", "seed", "solver", "nfe", "metric", "value"]
 #: The NFE at which a MeanFlow model is sampled with its own one- and two-step maps.
 MEANFLOW_NFE = (1, 2)
+#: Neighbourhood size k of the precision / recall manifolds (Kynkaanniemi et al. 2019).
+PRC_K = 3
 
 
 def solver_label(solver: str, guidance: float) -> str:
@@ -68,22 +76,22 @@ def _image_scores(samples, reference, metrics, dataset, feature_net_path, incept
     from sdfm.metrics import frechet_distance
 
     kid = "kid" in metrics
+    prc = "precision" in metrics or "recall" in metrics
+    extras = [m for m in ("kid", "precision", "recall") if m in metrics]  # in the same feature space
     cuda = device.type == "cuda"
     out = {}
     if "fd" in metrics:
         if feature_net_path is None:
             raise ValueError("metric 'fd' needs the data set's FeatureNet (--feature-net, from train-feature-net)")
         values = frechet_distance(samples, reference, feature_extractor="featurenet",
-                                  feature_net_path=feature_net_path, kid=kid, cuda=cuda)
+                                  feature_net_path=feature_net_path, kid=kid, prc=prc, prc_k=PRC_K, cuda=cuda)
         out[f"fd_{dataset}"] = values["fd"]
-        if kid:
-            out[f"kid_{dataset}"] = values["kid"]
+        out.update({f"{m}_{dataset}": values[m] for m in extras})
     if "fid" in metrics:
         values = frechet_distance(samples, reference, feature_extractor="inception-v3-compat",
-                                  inception_weights_path=inception_weights, kid=kid, cuda=cuda)
+                                  inception_weights_path=inception_weights, kid=kid, prc=prc, prc_k=PRC_K, cuda=cuda)
         out["fid"] = values["fd"]
-        if kid:
-            out["kid"] = values["kid"]
+        out.update({m: values[m] for m in extras})
     return out
 
 
@@ -135,6 +143,11 @@ def evaluate_run(
     device = pick_device(device)
     data = load_prepared(data_path)
     model, state = load_trained(model_path, device)
+    eps_label = "auto" if epsilon_rel == "auto" else f"{epsilon_rel:g}"
+    if epsilon_rel == "auto":  # the rows hold the number the potential job chose (sdfm.jobs.auto_epsilon)
+        if not state.get("epsilon_auto"):
+            raise ValueError(f"{model_path} was not trained with epsilon 'auto': pass its numeric epsilon")
+        epsilon_rel = float(state["epsilon_rel"])
     images = data.kind == "images"
     reference = data.test
     # Points: n samples against the first n held-out points. Images: n samples, and the
@@ -147,15 +160,22 @@ def evaluate_run(
     if num_classes is not None:
         labels = torch.randint(num_classes, (n,), generator=torch.Generator().manual_seed(seed + 11))
     scales = [float(g) for g in settings.get("guidance", [1.0])] if labels is not None else [1.0]
+    superres = state.get("superres")  # super-resolution: sample y given z = avgpool_f(test y) (sdfm.superres)
+    if superres:
+        from sdfm import superres as sr
+
+        n = n_ref = min(n, reference.shape[0])
+        cond, factor = sr.low_res(reference[:n], int(superres["factor"])), int(superres["factor"])
+        sr.save_reference(Path(out).parent / "superres", reference[:n], factor)
     metrics = settings["metrics"]
     sample_metrics = [m for m in metrics if m in ("w2", "energy")]
-    image_metrics = [m for m in metrics if m in ("fd", "fid", "kid")]
+    image_metrics = [m for m in metrics if m in ("fd", "fid", "kid", "precision", "recall")]
     run_dir = Path(out).parent
     rows, curvatures = [], {}
     key = {"stage": "evaluate", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed,
            "settings": settings, "model": str(Path(model_path).resolve())}
     tags = {"stage": "evaluate", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed}
-    name = f"evaluate/{dataset}/{method}/eps{epsilon_rel:g}/seed{seed}"
+    name = f"evaluate/{dataset}/{method}/eps{eps_label}/seed{seed}"
     with job_run(ctx.experiment, name, key, tags, ctx.results_dir) as run:
         params = {"n_samples": n, "solvers": ",".join(settings["solvers"]), "nfe": ",".join(map(str, settings["nfe"]))}
         if labels is not None:
@@ -163,20 +183,30 @@ def evaluate_run(
         run.log_params(params)
         for solver, nfe in _grid(settings):
             for scale in (scales if solver != "meanflow" else [1.0]):  # MeanFlow maps take no guidance
-                samples, used = generate(model, n, data.sample_shape, solver=solver, nfe=nfe, labels=labels,
-                                         guidance=scale, seed=seed, device=device,
-                                         tol=settings.get("dopri5_tol", DOPRI5_TOL))
+                if superres:
+                    samples, used = sr.sample_superres(model, cond, data.sample_shape, solver=solver, nfe=nfe,
+                                                       seed=seed, device=device, tol=settings.get("dopri5_tol"))
+                else:
+                    samples, used = generate(model, n, data.sample_shape, solver=solver, nfe=nfe, labels=labels,
+                                             guidance=scale, seed=seed, device=device,
+                                             tol=settings.get("dopri5_tol", DOPRI5_TOL))
                 label = solver_label(solver, scale)
                 values = {}
                 for metric in sample_metrics:
                     values[metric] = _score(metric, samples[:n_ref], reference[:n_ref], seed)
                 if "curvature" in metrics:
+                    if scale not in curvatures and superres:  # the paths of the first 512 test conditions
+                        bound = sr.ConditionedVelocity(model, cond[:512].to(device))
+                        curvatures[scale] = _curvature(bound, data.sample_shape, seed, device, n=len(bound.cond))
                     if scale not in curvatures:
                         curvatures[scale] = _curvature(model, data.sample_shape, seed, device, labels, scale)
                     values["curvature"] = curvatures[scale]
                 if image_metrics:
                     values.update(_image_scores(samples, reference, image_metrics, dataset, feature_net_path,
                                                 settings.get("inception_weights"), device))
+                if superres:
+                    values.update(sr.superres_scores(samples, reference[:n], metrics))
+                    sr.save_panel(run_dir / "superres", f"{solver}_nfe{used}", samples)
                 order = [m for m in metrics if m in values] + [m for m in values if m not in metrics]
                 for metric in order:
                     rows.append([dataset, method, epsilon_rel, batch_size, seed, label, used, metric, values[metric]])

@@ -84,13 +84,27 @@ def fit_potential_job(
     seed: int = 0,
     device: str | None = None,
     conditional: dict | None = None,
+    reference: str | Path | None = None,
+    superres: dict | None = None,
+    auto_epsilon: dict | None = None,
 ) -> dict:
     """Fit, save the potential (without its data, guarded by a fingerprint) and a JSON summary.
+
+    ``epsilon_rel = "auto"`` first chooses it with the settings ``auto_epsilon``
+    (:mod:`sdfm.jobs.auto_epsilon`), records the choice (summary ``epsilon_auto``, MLflow, and
+    ``history["epsilon_rel"]`` of the potential, read by the train job), then fits at it.
+
+    ``settings["pca_dim"] = k`` fits for the PCA cost ``|P x - P y|^2`` in the top-k principal
+    subspace (:mod:`sdfm.jobs.potential_pca`); the summary's ``pca`` entry then holds k, the
+    explained variance, timings and the full-space pairing quality, measured against the
+    full-space potential file ``reference`` (same points and epsilon) when given.
 
     With ``conditional = {"beta": beta}`` the potential is fitted on the keys
     ``augment_with_labels(y, labels, K, beta)`` from the source ``[x, sqrt(beta) e_z]``, z drawn
     from the label distribution (DESIGN.md, class-conditional); that needs the ``source`` hook
-    of :func:`sdfm.ot.fit_potential` (NotImplementedError without it).
+    of :func:`sdfm.ot.fit_potential` (NotImplementedError without it). With
+    ``superres = {"factor": f, "beta": beta}`` the keys are ``[y_j, sqrt(beta) avgpool_f(y_j)]`` and
+    the source ``[x, sqrt(beta) z]``, z a uniform training low-resolution image (:mod:`sdfm.superres`).
     """
     data = load_prepared(data_path)
     source, extra = None, {}
@@ -98,17 +112,43 @@ def fit_potential_job(
         _check_source_hook()
         y, source = conditional_targets(data, dataset, conditional)
         extra = {"source": source}
+    elif superres:  # keys [y_j, sqrt(beta) z'_j], queries [x, sqrt(beta) z] (sdfm.superres)
+        from sdfm.superres import superres_targets
+
+        _check_source_hook()
+        y, source = superres_targets(data, dataset, superres)
+        extra = {"source": source}
     else:
         y = data.flat_train()
     settings = dict(settings)
     reference_batch = settings.pop("reference_batch", 4096)
+    pca_dim, pca = settings.pop("pca_dim", None), None
+    if pca_dim is not None:  # the PCA cost: fit in the k-dim principal subspace (sdfm.ot.pca)
+        from sdfm.jobs.potential_pca import pca_problem, pca_report
+
+        pca = pca_problem(data, y, pca_dim, source, dataset)
+        y, source = pca.keys, pca.source
+        extra = {"source": source} if source is not None else {}
+    auto, label = None, f"{epsilon_rel:g}" if epsilon_rel != "auto" else "auto"
+    if epsilon_rel == "auto":  # choose it first (settings ``auto_epsilon``), then fit as at a fixed epsilon
+        from sdfm.jobs.auto_epsilon import log_auto_epsilon, resolve_auto_epsilon
+
+        auto = resolve_auto_epsilon(y, auto_epsilon or {}, seed, source)
+        epsilon_rel = auto.epsilon_rel
     eps_abs = absolute_epsilon(epsilon_rel, y, reference_batch, seed, source)
     key = {"stage": "potential", "dataset": dataset, "epsilon_rel": epsilon_rel, "settings": settings, "seed": seed}
     tags = {"stage": "potential", "dataset": dataset, "epsilon_rel": epsilon_rel}
+    if auto is not None:
+        key["auto_epsilon"], tags["epsilon_auto"] = auto_epsilon or {}, "true"
     if conditional:
         key["conditional"] = conditional
         tags["beta"] = conditional["beta"]
-    with job_run(ctx.experiment, f"potential/{dataset}/eps{epsilon_rel:g}", key, tags, ctx.results_dir) as run:
+    if superres:
+        key["superres"] = superres
+        tags["beta"], tags["superres_factor"] = superres["beta"], superres["factor"]
+    if pca is not None:
+        key["pca_dim"] = tags["pca_dim"] = pca_dim
+    with job_run(ctx.experiment, f"potential/{dataset}/eps{label}", key, tags, ctx.results_dir) as run:
         run.log_params({"epsilon_rel": epsilon_rel, "epsilon_abs": eps_abs, "n_points": y.shape[0],
                         "dim": y.shape[1], **settings, **({"beta": conditional["beta"]} if conditional else {})})
         start = time.perf_counter()
@@ -134,6 +174,16 @@ def fit_potential_job(
             "mlflow_run_id": run.run_id,
         }
         run.log_metrics({"final_chi2": final, "fit_seconds": seconds})
+        potential.history["epsilon_rel"] = epsilon_rel  # train / evaluate resolve epsilon "auto" with it
+        if auto is not None:
+            summary["epsilon_auto"] = auto.as_dict()
+            potential.history["epsilon_auto"] = True
+            log_auto_epsilon(run, auto)
+        if pca is not None:  # the k-dim potential pairs full-space queries through the basis
+            potential = pca.wrap(potential)
+            summary["pca"] = pca_report(pca, potential, seconds, summary["steps_run"], reference, seed)
+            run.log_params({"pca_dim": pca_dim, "pca_input_dim": summary["pca"]["input_dim"]})
+            run.log_metrics({f"pca_{k}": v for k, v in summary["pca"].items() if isinstance(v, (int, float))})
         potential.history["mlflow_run_id"] = run.run_id  # the train jobs tag their runs with it
         potential.to("cpu").save(out, include_data=False)
         atomic_write_json(summary_out, summary)

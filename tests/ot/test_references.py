@@ -167,7 +167,7 @@ def test_config_schema_accepts_the_drag_keys_and_passes_them_to_the_solver():
     from sdfm.config import DEFAULT_SCHEMA
 
     keys = set(yaml.safe_load(DEFAULT_SCHEMA.read_text())["definitions"]["potential"]["properties"])
-    assert keys - {"reference_batch", "processes"} <= {f.name for f in fields(SolverConfig)}
+    assert keys - {"reference_batch", "processes", "pca_dim"} <= {f.name for f in fields(SolverConfig)}
 
 
 POT_METRICS = {"dot": lambda u, v: -(u @ v.T), "sqeuclidean": None}

@@ -10,7 +10,7 @@ RUN_DIR = R + "/runs/{dataset}/{method}/eps{epsilon}/seed{seed}"
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
     method="fm|otfm|sdfm",
-    epsilon="[0-9][0-9.e+-]*",
+    epsilon="[0-9][0-9.e+-]*|auto",
     seed="[0-9]+",
 
 
@@ -20,9 +20,12 @@ def settings(dataset, stage):
 
 
 def conditional_flag(dataset):
-    """``--conditional '{"beta": ...}'`` for a class-conditional data set, else nothing."""
-    conditional = dataset_settings(config, dataset)["conditional"]
-    return f"--conditional '{json.dumps(conditional)}'" if conditional else ""
+    """``--conditional '{"beta": ...}'`` for a class-conditional data set, ``--superres '{"factor": ..., "beta": ...}'``
+    for a super-resolution one, else nothing."""
+    merged = dataset_settings(config, dataset)
+    if merged["superres"]:
+        return f"--superres '{json.dumps(merged['superres'])}'"
+    return f"--conditional '{json.dumps(merged['conditional'])}'" if merged["conditional"] else ""
 
 
 def potentials_of(dataset):

@@ -15,9 +15,28 @@ def potential_launcher(dataset):
     return "sdfm" if k == 1 else f"torchrun --standalone --nproc-per-node {k} -m sdfm.cli"
 
 
+def pca_reference(dataset, epsilon):
+    """A PCA fit (``potential.pca_dim``) is compared with the full-space potential at its epsilon of a data
+    set with the same source, options and conditioning and no pca_dim, when the config has one."""
+    mine = dataset_settings(config, dataset)
+    if mine["potential"].get("pca_dim") is None:
+        return []
+    same = lambda s: (s["source"], s["options"], s["conditional"]) == (mine["source"], mine["options"],
+                                                                      mine["conditional"])
+    for other in config["datasets"]:
+        theirs = dataset_settings(config, other)
+        if theirs["potential"].get("pca_dim") is None and same(theirs) and epsilon in potentials_of(other):
+            return [f"{R}/potentials/{other}/eps{epsilon}.pt"]
+    return []
+
+
+def fit_potential_inputs(wc):
+    return {"data": f"{R}/data/{wc.dataset}.npz", "reference": pca_reference(wc.dataset, wc.epsilon)}
+
+
 rule fit_potential:
     input:
-        f"{R}/data/{{dataset}}.npz",
+        unpack(fit_potential_inputs),
     output:
         potential=f"{R}/potentials/{{dataset}}/eps{{epsilon}}.pt",
         summary=f"{R}/potentials/{{dataset}}/eps{{epsilon}}.json",
@@ -26,6 +45,10 @@ rule fit_potential:
         launcher=lambda wc: potential_launcher(wc.dataset),
         distributed=lambda wc: "--distributed" if potential_processes(wc.dataset) > 1 else "",
         conditional=lambda wc: conditional_flag(wc.dataset),
+        reference=lambda wc: "".join(f"--reference-potential {p} " for p in pca_reference(wc.dataset, wc.epsilon)),
+        # epsilon `auto`: the rule that chooses it (methods.sdfm.auto_epsilon; sdfm.jobs.auto_epsilon)
+        auto=lambda wc: (f"--auto-epsilon '{json.dumps(config['methods']['sdfm'].get('auto_epsilon', {}))}' "
+                         if wc.epsilon == "auto" else ""),
     log:
         f"{R}/logs/potential/{{dataset}}/eps{{epsilon}}.log",
     benchmark:
@@ -36,6 +59,6 @@ rule fit_potential:
         runtime=120,
         gpu=lambda wc: GPU * potential_processes(wc.dataset),
     shell:
-        "{params.launcher} fit-potential {JOB_ARGS} --threads 1 --data {input} --dataset {wildcards.dataset} "
-        "--epsilon {wildcards.epsilon} --settings '{params.settings}' {params.conditional} "
-        "{params.distributed} --out {output.potential} --summary {output.summary} > {log} 2>&1"
+        "{params.launcher} fit-potential {JOB_ARGS} --threads 1 --data {input.data} --dataset {wildcards.dataset} "
+        "--epsilon {wildcards.epsilon} --settings '{params.settings}' {params.conditional} {params.reference}"
+        "{params.auto}{params.distributed} --out {output.potential} --summary {output.summary} > {log} 2>&1"

@@ -22,8 +22,10 @@ FIGURE_CATEGORIES = {
     "metrics_vs_epsilon": "2. Effect of epsilon",
     "trajectories": "3. Trajectories and samples",
     "samples": "3. Trajectories and samples",
+    "superres": "3. Trajectories and samples",
     "chi2": "4. Semidiscrete potential",
     "cost": "5. Compute cost",
+    "guidance": "6. Classifier-free guidance",
 }
 
 
@@ -33,10 +35,15 @@ def figure_kinds(dataset):
     kinds = ["metrics_vs_nfe"]
     if len({j["epsilon"] for j in jobs if j["method"] != "fm"}) >= 2:
         kinds.append("metrics_vs_epsilon")
+    merged = dataset_settings(config, dataset)
+    if merged["conditional"] is not None and len({float(g) for g in merged["evaluate"].get("guidance", [1.0])}) >= 2:
+        kinds.append("guidance")
     if potentials_of(dataset):
         kinds.append("chi2")
     kinds.append("cost")
     kinds.append("trajectories" if dataset_settings(config, dataset)["kind"] == "points" else "samples")
+    if merged["superres"] is not None:  # low-res input | bicubic | methods | truth (sdfm.report_superres)
+        kinds.append("superres")
     return kinds
 
 

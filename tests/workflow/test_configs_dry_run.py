@@ -71,7 +71,23 @@ def _job_counts(output: str) -> dict:
     return counts
 
 
+#: Dry-run in `make test`: the default and one GPU config; the others (~15 s each) run with `-m slow`.
+FAST_DRY_RUNS = ("config.yaml", "imagenet32.yaml")
+
+
 @pytest.mark.parametrize("path", CONFIGS + [REPO / "config.yaml"], ids=lambda p: p.name)
+def test_every_shipped_config_validates_and_has_jobs(path, tmp_path):
+    """The cheap half of the dry run, for every config: schema + registry checks and a non-empty grid."""
+    full = validate_config(patched(yaml.safe_load(path.read_text()), tmp_path))
+    assert job_grid(full)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=() if p.name in FAST_DRY_RUNS else pytest.mark.slow)
+     for p in CONFIGS + [REPO / "config.yaml"]],
+    ids=lambda p: p.name,
+)
 def test_config_builds_its_dag(path, tmp_path):
     config = patched(yaml.safe_load(path.read_text()), tmp_path)
     workdir = tmp_path / "work"

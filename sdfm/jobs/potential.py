@@ -18,7 +18,8 @@ from sdfm.ot import fit_potential, relative_epsilon
 from sdfm.ot.potential import data_fingerprint
 from sdfm.tracking import job_run, run_key
 
-__all__ = ["fit_potential_job", "absolute_epsilon", "checkpoint_path", "conditional_targets", "label_source"]
+__all__ = ["fit_potential_job", "absolute_epsilon", "checkpoint_path", "conditional_targets", "label_source",
+           "problem_targets"]
 
 Source = Callable[[int, torch.Generator], torch.Tensor]
 
@@ -73,6 +74,24 @@ def _check_source_hook() -> None:
         )
 
 
+def problem_targets(data: Dataset, dataset: str, conditional: dict | None = None,
+                    superres: dict | None = None) -> tuple[torch.Tensor, Source | None]:
+    """The keys of a data set's potential and its source sampler (None: N(0, I) queries).
+
+    Plain: the flat training points. ``conditional``: :func:`conditional_targets`. ``superres``:
+    keys ``[y_j, sqrt(beta) z'_j]`` and queries ``[x, sqrt(beta) z]`` (:mod:`sdfm.superres`).
+    """
+    if conditional:
+        _check_source_hook()
+        return conditional_targets(data, dataset, conditional)
+    if superres:
+        from sdfm.superres import superres_targets
+
+        _check_source_hook()
+        return superres_targets(data, dataset, superres)
+    return data.flat_train(), None
+
+
 def fit_potential_job(
     data_path: str | Path,
     dataset: str,
@@ -107,19 +126,8 @@ def fit_potential_job(
     the source ``[x, sqrt(beta) z]``, z a uniform training low-resolution image (:mod:`sdfm.superres`).
     """
     data = load_prepared(data_path)
-    source, extra = None, {}
-    if conditional:
-        _check_source_hook()
-        y, source = conditional_targets(data, dataset, conditional)
-        extra = {"source": source}
-    elif superres:  # keys [y_j, sqrt(beta) z'_j], queries [x, sqrt(beta) z] (sdfm.superres)
-        from sdfm.superres import superres_targets
-
-        _check_source_hook()
-        y, source = superres_targets(data, dataset, superres)
-        extra = {"source": source}
-    else:
-        y = data.flat_train()
+    y, source = problem_targets(data, dataset, conditional, superres)
+    extra = {"source": source} if source is not None else {}
     settings = dict(settings)
     reference_batch = settings.pop("reference_batch", 4096)
     pca_dim, pca = settings.pop("pca_dim", None), None

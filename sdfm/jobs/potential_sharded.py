@@ -22,7 +22,7 @@ import torch.distributed as dist
 from sdfm.data import load_prepared
 from sdfm.io import atomic_write_json
 from sdfm.jobs.common import JobContext
-from sdfm.jobs.potential import absolute_epsilon, checkpoint_path, conditional_targets
+from sdfm.jobs.potential import absolute_epsilon, checkpoint_path, problem_targets
 from sdfm.ot.distributed import fit_potential_sharded, init_distributed, shard_bounds, shard_checkpoint
 from sdfm.ot.potential import data_fingerprint
 from sdfm.tracking import job_run
@@ -41,6 +41,7 @@ def fit_potential_sharded_job(
     seed: int = 0,
     device: str | None = None,
     conditional: dict | None = None,
+    superres: dict | None = None,
 ) -> dict:
     """Fit on every rank of the torch.distributed world; rank 0 writes ``out`` and ``summary_out``.
 
@@ -51,11 +52,7 @@ def fit_potential_sharded_job(
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
         data = load_prepared(data_path)
-        source = None
-        if conditional:
-            y, source = conditional_targets(data, dataset, conditional)
-        else:
-            y = data.flat_train()
+        y, source = problem_targets(data, dataset, conditional, superres)
         settings = dict(settings)
         reference_batch = settings.pop("reference_batch", 4096)
         eps_abs = absolute_epsilon(epsilon_rel, y, reference_batch, seed, source)
@@ -65,6 +62,9 @@ def fit_potential_sharded_job(
         if conditional:
             key["conditional"] = conditional
             tags["beta"] = conditional["beta"]
+        if superres:
+            key["superres"] = superres
+            tags["beta"], tags["superres_factor"] = superres["beta"], superres["factor"]
         start, stop = shard_bounds(y.shape[0], world, rank)
         checkpoint = checkpoint_path(out, {**key, "data": data_fingerprint(y)})
         tracked = (job_run(ctx.experiment, f"potential/{dataset}/eps{epsilon_rel:g}", key, tags, ctx.results_dir)

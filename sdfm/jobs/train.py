@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
-from sdfm.couplings import augment_with_condition, augment_with_labels, make_coupling
+from sdfm.couplings import make_coupling
 from sdfm.data import DataError, load_prepared
 from sdfm.io import atomic_torch_save, atomic_write_json
 from sdfm.jobs.common import JobContext, pick_device
+from sdfm.jobs.potential import problem_targets
 from sdfm.models import build_model
 from sdfm.ot.pca import load_potential
 from sdfm.tracking import job_run, run_key
@@ -69,11 +70,7 @@ def train_job(
     if method == "sdfm":
         if potential_path is None:
             raise ValueError("method 'sdfm' needs --potential, the file written by fit-potential")
-        keys = data.flat_train()
-        if conditional:
-            keys = augment_with_labels(keys, data.train_labels, num_classes, beta)
-        if superres:
-            keys = augment_with_condition(keys, conditions, beta)
+        keys, _ = problem_targets(data, dataset, conditional, superres)  # the keys its potential job fitted
         potential = load_potential(potential_path, y=keys, device=device)  # full-space or PCA (sdfm.ot.pca)
         if getattr(potential, "pca_dim", None) is not None:
             tags["pca_dim"] = potential.pca_dim

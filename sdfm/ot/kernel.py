@@ -29,10 +29,19 @@ chunk of :data:`ARGMAX_CHUNK` columns and locates the index inside the winning c
 (:func:`row_argmax`, same result as ``max(dim=1)``: first maximum); at eps > 0 the row max,
 ``exp`` and row sums run on sub-blocks of about :data:`CACHE_ELEMS` scores that stay in cache,
 leaving one more read of the block (the column sums) instead of five.
+
+CUDA (selected by the device of the tensors only; CPU results are unchanged): the cache
+sub-blocking and the chunked argmax are CPU tunings that would cut a GPU block into thousands
+of tiny launches, so on CUDA a block is reduced whole (``max(dim=1)``; max, exp, sum in one
+pass each, without the subnormal clamp, which only CPUs need); blocks are sized by the free
+device memory (:func:`block_elems_for`); and up to :data:`FUSED_MAX_DIM` dimensions the
+fused Triton kernels of :mod:`sdfm.ot.fused` compute the matmul and the row / column
+reductions without writing the scores at all (``fused=`` forces either path).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -41,12 +50,15 @@ from torch import Tensor
 __all__ = [
     "ARGMAX_CHUNK",
     "CACHE_ELEMS",
+    "CUDA_MEMORY_FRACTION",
     "DEFAULT_BLOCK_ELEMS",
+    "FUSED_MAX_DIM",
     "MIN_BLOCK_ROWS",
     "Workspace",
     "Reduction",
     "augment_queries",
     "augment_keys",
+    "block_elems_for",
     "key_column",
     "row_blocks",
     "reduce_scores",
@@ -60,8 +72,40 @@ __all__ = [
 DEFAULT_BLOCK_ELEMS = 1 << 26
 #: Columns per chunk of :func:`row_argmax` (values-only max per chunk, index in one chunk; measured there).
 ARGMAX_CHUNK = 256
-#: Scores per sub-block of the eps > 0 row reductions (2^18 float32 = 1 MiB, within L2).
+#: Scores per sub-block of the eps > 0 row reductions on CPU (2^18 float32 = 1 MiB, within L2).
 CACHE_ELEMS = 1 << 18
+#: On CUDA, the share of the free device memory a score block may take.
+CUDA_MEMORY_FRACTION = 0.25
+#: Largest data dimension d for which CUDA reductions use the fused kernels by default: above
+#: it the matmul dominates and cuBLAS (the torch path) is the faster matmul. A first guess, to
+#: be set from ``benchmarks/bench_gpu.py`` (its kernel rows time both paths).
+FUSED_MAX_DIM = 256
+
+
+def block_elems_for(block_elems: int, device: torch.device | str, dtype: torch.dtype = torch.float32) -> int:
+    """Scores per block on ``device``: ``block_elems`` on CPU; on CUDA at least that, and up to
+    :data:`CUDA_MEMORY_FRACTION` of the free device memory (fewer, larger launches; below 2^31)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return block_elems
+    free, _ = torch.cuda.mem_get_info(device)
+    by_memory = int(CUDA_MEMORY_FRACTION * free) * 8 // torch.finfo(dtype).bits
+    return max(block_elems, min(by_memory, (1 << 31) - 1))
+
+
+def _use_fused(fused: bool | None, queries: Tensor, keys: Tensor, combine, need_margin: bool) -> bool:
+    """The fused kernels: when asked, else on CUDA for float32 at d <= FUSED_MAX_DIM (env SDFM_FUSED=0: never)."""
+    if fused is not None:
+        if fused and (combine is not None or need_margin):
+            raise ValueError("the fused kernels compute neither margins nor sharded (combine) reductions")
+        return fused
+    if not queries.is_cuda or combine is not None or need_margin or os.environ.get("SDFM_FUSED") == "0":
+        return False
+    if keys.dtype != torch.float32 or keys.shape[1] - 1 > FUSED_MAX_DIM:
+        return False
+    from sdfm.ot.fused import fused_available
+
+    return fused_available(queries.device)
 
 
 class Workspace:
@@ -109,7 +153,7 @@ def row_argmax(scores: Tensor, chunk: int = ARGMAX_CHUNK) -> tuple[Tensor, Tenso
     (chunk 256; 2048 was 2x slower at N = 1e4, 128 no faster).
     """
     rows, n = scores.shape
-    if n <= chunk:
+    if n <= chunk or scores.is_cuda:  # the chunking is a CPU tuning; one launch on a GPU
         return scores.max(dim=1)
     full = n // chunk * chunk
     chunks = scores[:, :full].unflatten(1, (full // chunk, chunk))  # (rows, k, chunk), a view
@@ -136,6 +180,7 @@ class Reduction:
         mass: (N,) float64 column sums of the coupling rows pi(x_i) (counts at eps = 0).
         mass_sq: (N,) float64 column sums of pi(x_i)^2 (equal to ``mass`` at eps = 0).
         margin: (B,) gap between the best and second best score at eps = 0, else ``None``.
+        mass_cube: (N,) float64 column sums of pi(x_i)^3 when asked for (``mass`` at eps = 0).
     """
 
     value: Tensor
@@ -143,6 +188,7 @@ class Reduction:
     mass: Tensor | None
     mass_sq: Tensor | None
     margin: Tensor | None = None
+    mass_cube: Tensor | None = None
 
 
 def augment_queries(x: Tensor) -> Tensor:
@@ -196,6 +242,8 @@ def reduce_scores(
     block_elems: int = DEFAULT_BLOCK_ELEMS,
     combine=None,
     workspace: Workspace | None = None,
+    need_mass_cube: bool = False,
+    fused: bool | None = None,
 ) -> Reduction:
     """Reduce the scores ``queries @ keys.T`` block by block.
 
@@ -215,6 +263,10 @@ def reduce_scores(
             logsumexp L_i gives ``pi_ij = exp(s_ij - m_i) * exp(m_i - L_i)`` (scores over eps).
         workspace: where the score blocks are written; keep one across calls to skip allocating
             (and page-faulting) a fresh block every time. ``None``: a temporary one.
+        need_mass_cube: at eps > 0, also the column sums of pi^3 (the variance bound of the
+            chi^2 estimate, :func:`sdfm.ot.chi2.chi2_confidence`, uses them).
+        fused: the Triton kernels of :mod:`sdfm.ot.fused` (True), the torch ops (False), or
+            ``None``: fused on CUDA for float32 keys of at most ``FUSED_MAX_DIM + 1`` columns.
 
     Returns:
         A :class:`Reduction`.
@@ -224,9 +276,13 @@ def reduce_scores(
     values, indices, margins = [], [], []
     mass = torch.zeros(n_keys, dtype=torch.float64, device=keys.device) if need_mass else None
     mass_sq = torch.zeros_like(mass) if (need_mass and need_mass_sq and epsilon > 0) else None
+    mass_cube = torch.zeros_like(mass) if (mass_sq is not None and need_mass_cube) else None
     if epsilon > 0:
         queries = queries / epsilon  # scores come out divided by eps, saving a pass over them
+    if _use_fused(fused, queries, keys, combine, need_margin):
+        return _fused_reduction(queries, keys, epsilon, mass, mass_sq, mass_cube, need_mass_cube)
     workspace = workspace if workspace is not None else Workspace()
+    block_elems = block_elems_for(block_elems, keys.device, keys.dtype)
     for rows in row_blocks(queries.shape[0], plan_keys, block_elems, min_block_rows(keys.shape[1])):
         scores = workspace.matmul(queries[rows], keys)
         if epsilon == 0:
@@ -258,16 +314,38 @@ def reduce_scores(
             if need_mass:
                 inverse = row_sum.reciprocal() if combine is None else (row_max - total).exp()
                 mass += (inverse @ unnormalised).to(torch.float64)
-                if mass_sq is not None:
+                if mass_cube is not None:
+                    squared = unnormalised.square()
+                    mass_sq += (inverse.square() @ squared).to(torch.float64)
+                    mass_cube += (inverse.pow(3) @ squared.mul_(unnormalised)).to(torch.float64)
+                elif mass_sq is not None:
                     mass_sq += (inverse.square() @ unnormalised.square_()).to(torch.float64)
         del scores
-    return Reduction(
-        value=torch.cat(values),
-        index=torch.cat(indices) if epsilon == 0 else None,
-        mass=mass,
-        mass_sq=mass if (need_mass and epsilon == 0) else mass_sq,
-        margin=torch.cat(margins) if margins else None,
-    )
+    return _reduction(epsilon, torch.cat(values), torch.cat(indices) if epsilon == 0 else None, mass, mass_sq,
+                      mass_cube, need_mass_cube, torch.cat(margins) if margins else None)
+
+
+def _reduction(epsilon, value, index, mass, mass_sq, mass_cube, need_mass_cube, margin=None) -> Reduction:
+    """The :class:`Reduction`; at eps = 0 the powers of the one-hot rows are the counts themselves."""
+    hard = mass is not None and epsilon == 0
+    return Reduction(value=value, index=index, mass=mass, mass_sq=mass if hard else mass_sq, margin=margin,
+                     mass_cube=mass if (hard and need_mass_cube) else mass_cube)
+
+
+def _fused_reduction(queries: Tensor, keys: Tensor, epsilon: float, mass, mass_sq, mass_cube,
+                     need_mass_cube: bool) -> Reduction:
+    """:func:`reduce_scores` through the fused kernels (queries already divided by eps)."""
+    from sdfm.ot.fused import fused_reduce
+
+    powers = 3 if mass_cube is not None else (2 if mass_sq is not None else 1)
+    value, index, sums = fused_reduce(queries, keys, epsilon, mass is not None, powers)
+    if mass is not None and epsilon == 0:
+        mass += torch.bincount(index, minlength=keys.shape[0]).to(torch.float64)
+    elif mass is not None:
+        for total, row in zip((mass, mass_sq, mass_cube), sums):
+            if total is not None:
+                total += row.to(torch.float64)
+    return _reduction(epsilon, value, index, mass, mass_sq, mass_cube, need_mass_cube)
 
 
 def _exp_rows(scores: Tensor, sub_elems: int = CACHE_ELEMS) -> tuple[Tensor, Tensor]:
@@ -279,6 +357,10 @@ def _exp_rows(scores: Tensor, sub_elems: int = CACHE_ELEMS) -> tuple[Tensor, Ten
     sum by at most N * 4e-18 relative, so they are clamped first.
     """
     rows, n = scores.shape
+    if scores.is_cuda:  # one pass per op over the whole block; no subnormal slow path to avoid
+        row_max = scores.amax(dim=1, keepdim=True)
+        row_sum = scores.sub_(row_max).exp_().sum(dim=1)
+        return row_max.squeeze(1), row_sum
     step = max(1, sub_elems // max(1, n))
     if step >= rows:
         row_max = scores.amax(dim=1, keepdim=True)
@@ -318,6 +400,7 @@ def sample_assignment(
     if epsilon > 0:
         queries = queries / epsilon
     workspace = workspace if workspace is not None else Workspace()
+    block_elems = block_elems_for(block_elems, keys.device, keys.dtype)
     chosen = []
     for rows in row_blocks(queries.shape[0], n_keys, block_elems, min_block_rows(keys.shape[1])):
         scores = workspace.matmul(queries[rows], keys)

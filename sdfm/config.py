@@ -35,7 +35,8 @@ DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
 
 #: Settings a dataset entry inherits unless the config's top level or the entry says otherwise.
 BUILTIN_DEFAULTS = {
-    "potential": {"steps": 5000, "batch_size": 1024, "eval_every": 500, "eval_batch": 65536,
+    # eval_every / eval_batch None: the solver's cost-aware cadence and N-sized, pooled evaluations
+    "potential": {"steps": 5000, "batch_size": 1024, "eval_every": None, "eval_batch": None,
                   "chi2_threshold": None, "reference_batch": 4096},
     "model": {
         "points": {"kind": "mlp", "hidden": 256, "depth": 4, "time_embed_dim": 64},

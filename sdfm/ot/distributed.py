@@ -224,6 +224,12 @@ class ShardedReducer(Reducer):
         # all_gather, then one sum in rank order: the same bits on every rank
         return _all_gather(value.reshape(1), self.group).sum()
 
+    def sum_vector(self, value: Tensor) -> Tensor:
+        return _all_gather(value.to(self.device), self.group).sum(dim=0)  # rank order: the same bits everywhere
+
+    def count(self, n_local: int) -> int:
+        return self.layout.n_total
+
     def chi2(self, mass: Tensor, mass_sq: Tensor, n_samples: int, weights: Tensor) -> float:
         # chi2_unbiased + 1 is this shard's sum_j (mass_j^2 - mass_sq_j) / b_j / (B (B - 1))
         part = torch.tensor([chi2_unbiased(mass, mass_sq, n_samples, weights) + 1.0], dtype=torch.float64,

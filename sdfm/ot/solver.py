@@ -64,12 +64,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sdfm.io import atomic_torch_save
-from sdfm.ot.chi2 import chi2_unbiased
+from sdfm.ot.chi2 import Chi2Estimate, chi2_from_moments, chi2_moments, chi2_unbiased
 from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, Workspace, augment_keys, augment_queries, key_column, reduce_scores
 from sdfm.ot.potential import SemidiscretePotential
 
-__all__ = ["PotentialDiverged", "Reducer", "SolverConfig", "SemidiscreteSolver", "epsilon_at", "fit_potential",
-           "gap_scale"]
+__all__ = ["PotentialDiverged", "Reducer", "SolverConfig", "SemidiscreteSolver", "epsilon_at", "eval_batch_for",
+           "fit_potential", "gap_scale", "next_check"]
 
 
 class PotentialDiverged(RuntimeError):
@@ -96,9 +96,17 @@ class SolverConfig:
             ``"gaussian"``, ``"voronoi"`` or ``"zero"`` (see :func:`initial_potential`).
         coarsen_factor: ratio of point counts between two levels of the multiscale init.
         coarsest: below this many points the multiscale init starts from ``"gaussian"``.
-        eval_every: steps between chi^2 evaluations of the averaged potential.
-        eval_batch: source samples per chi^2 evaluation.
-        chi2_threshold: stop as soon as an evaluation reaches it.
+        eval_every: steps between chi^2 evaluations of the averaged potential; ``None``: the
+            cost-aware cadence of :func:`next_check` (``eval_fraction``, ``eval_growth``).
+        eval_batch: source samples M of a chi^2 evaluation; ``None``: :func:`eval_batch_for` N.
+        eval_batch_max: most samples one evaluation pools (``None``: 16 x the first batch).
+        eval_fraction: with the cost-aware cadence, evaluations cost at most about this share
+            of the SGD steps between two of them (counted in source samples scored).
+        eval_growth: with the cost-aware cadence, check points also grow geometrically by
+            this factor (so a long fit makes O(log steps) evaluations).
+        chi2_z: the stopping rule's confidence: stop when ``chi2_hat + chi2_z * sd`` (an upper
+            confidence bound, :class:`sdfm.ot.chi2.Chi2Estimate`) is at most ``chi2_threshold``.
+        chi2_threshold: stop as soon as the upper confidence bound of an evaluation reaches it.
         block_elems: largest score block held in memory.
         progress: show a tqdm bar with the current chi^2.
         epsilon_schedule: ``"constant"`` (every step at the target eps) or ``"drag"``
@@ -123,8 +131,12 @@ class SolverConfig:
     init: str = "gaussian"
     coarsen_factor: int = 8
     coarsest: int = 512
-    eval_every: int = 500
-    eval_batch: int = 65536
+    eval_every: int | None = None
+    eval_batch: int | None = None
+    eval_batch_max: int | None = None
+    eval_fraction: float = 0.1
+    eval_growth: float = 1.25
+    chi2_z: float = 2.0
     chi2_threshold: float | None = None
     block_elems: int = DEFAULT_BLOCK_ELEMS
     progress: bool = True
@@ -134,8 +146,12 @@ class SolverConfig:
     drag_hard_below: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 2 or self.eval_batch < 2 or self.eval_every < 1:
-            raise ValueError("steps, eval_every must be >= 1 and batch_size, eval_batch >= 2")
+        if self.steps < 1 or self.batch_size < 2 or (self.eval_every or 1) < 1:
+            raise ValueError("steps, eval_every must be >= 1 and batch_size >= 2")
+        if (self.eval_batch or 3) < 3 or (self.eval_batch_max or 3) < 3:
+            raise ValueError("eval_batch and eval_batch_max must be >= 3 (or None: sized by N)")
+        if not (0 < self.eval_fraction and self.eval_growth >= 1 and self.chi2_z >= 0):
+            raise ValueError("eval_fraction must be > 0, eval_growth >= 1 and chi2_z >= 0")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.averaging not in ("ema", "polyak", "none"):
@@ -210,6 +226,20 @@ class Reducer:
         """The chi^2 estimate (:func:`sdfm.ot.chi2.chi2_unbiased`) from this process's columns."""
         return chi2_unbiased(mass, mass_sq, n_samples, weights)
 
+    def chi2_estimate(self, mass: Tensor, mass_sq: Tensor, mass_cube: Tensor, n_samples: int,
+                      weights: Tensor) -> Chi2Estimate:
+        """The chi^2 estimate with its sd (:func:`sdfm.ot.chi2.chi2_moments`, summed over processes)."""
+        return chi2_from_moments(self.sum_vector(chi2_moments(mass, mass_sq, mass_cube, n_samples, weights)),
+                                 n_samples)
+
+    def sum_vector(self, value: Tensor) -> Tensor:
+        """The elementwise sum of the 1-D tensor ``value`` over all processes, the same on each."""
+        return value
+
+    def count(self, n_local: int) -> int:
+        """The number of points over all processes."""
+        return n_local
+
     def checkpoint(self, path: str | Path) -> str | Path:
         """This process's checkpoint file, given the solver's ``checkpoint`` argument."""
         return path
@@ -252,7 +282,7 @@ class SemidiscreteSolver:
         owner = _nearest(y, centres, cfg.block_elems)
         coarse_b = torch.zeros(len(coarse_idx), dtype=torch.float64, device=y.device).index_add_(0, owner, b)
         coarse_b = coarse_b.clamp(min=float(b.min()) * 1e-3)
-        coarse = SemidiscreteSolver(cfg, steps=max(cfg.steps // 2, cfg.eval_every), chi2_threshold=None,
+        coarse = SemidiscreteSolver(cfg, steps=max(cfg.steps // 2, cfg.eval_every or 1), chi2_threshold=None,
                                     progress=False)(centres, epsilon=epsilon, weights=coarse_b, seed=seed + 1,
                                                     source=source)
         sums = torch.zeros(len(coarse_idx), d, dtype=torch.float64, device=y.device)
@@ -278,7 +308,7 @@ class SemidiscreteSolver:
             g = self.coarse_to_fine(y, b, epsilon, seed, source)
         else:
             g = reducer.initial_potential(y, cfg.init)
-        scale = gap_scale(sample(min(cfg.eval_batch, 8192)), augment_keys(y, g, epsilon, b.log()), epsilon,
+        scale = gap_scale(sample(min(cfg.eval_batch or 8192, 8192)), augment_keys(y, g, epsilon, b.log()), epsilon,
                           cfg.block_elems, reducer.combine)
         lr0 = cfg.lr if cfg.lr is not None else cfg.lr_scale * scale / reducer.minimum(float(b.min()))
         if cfg.optimizer == "adam":
@@ -351,7 +381,12 @@ class SemidiscreteSolver:
                    disable=not cfg.progress or not reducer.is_main, leave=False)
         step = state["step"]
         workspace = Workspace()  # one score buffer for every step and evaluation of this fit
-        done = bool(history["chi2"]) and cfg.chi2_threshold is not None and history["chi2"][-1] <= cfg.chi2_threshold
+        sd_last = history.get("chi2_sd", [0.0])[-1] if history.get("chi2_sd") else 0.0
+        done = bool(history["chi2"]) and cfg.chi2_threshold is not None and \
+            history["chi2"][-1] + cfg.chi2_z * sd_last <= cfg.chi2_threshold
+        first_batch = cfg.eval_batch or eval_batch_for(reducer.count(n), cfg.chi2_threshold)
+        evaluation = _Evaluation(sample, y, epsilon, b, log_b, cfg, reducer, workspace, keys, first_batch)
+        next_eval = state.get("next_eval") or next_check(cfg, step, first_batch)
         while not done and step < cfg.steps:
             step += 1
             eps_t = eps_next  # this step's regularisation, with which the key column was written
@@ -368,20 +403,24 @@ class SemidiscreteSolver:
             state["g_avg"], state["n_avg"] = _average(cfg, g, state["g_avg"], state["n_avg"], step)
             bar.update(1)
 
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                chi2 = _evaluate_chi2(sample(cfg.eval_batch), y, state["g_avg"], epsilon, b, log_b, cfg.block_elems,
-                                      reducer, workspace, keys)
+            if step >= next_eval or step == cfg.steps:
+                estimate = evaluation(state["g_avg"])
+                chi2 = estimate.value
                 if not math.isfinite(chi2):
                     raise PotentialDiverged(f"chi^2 of the potential became {chi2} at step {step}: lower lr_scale")
-                history["step"].append(step)
-                history["chi2"].append(chi2)
-                bar.set_postfix(chi2=f"{chi2:.4f}")
+                for name, value in (("step", step), ("chi2", chi2), ("chi2_sd", estimate.sd),
+                                    ("eval_samples", estimate.n_samples)):
+                    history.setdefault(name, []).append(value)
+                bar.set_postfix(chi2=f"{chi2:.4f}", sd=f"{estimate.sd:.2g}")
                 if callback is not None:
-                    callback(step, {"chi2": chi2, "lr": lr, "epsilon_step": eps_t})
+                    callback(step, {"chi2": chi2, "chi2_sd": estimate.sd, "chi2_upper": estimate.upper(cfg.chi2_z),
+                                    "eval_samples": estimate.n_samples, "lr": lr, "epsilon_step": eps_t})
+                done = cfg.chi2_threshold is not None and estimate.upper(cfg.chi2_z) <= cfg.chi2_threshold
+                history["stopped_by_threshold"] = done
+                next_eval = state["next_eval"] = next_check(cfg, step, estimate.n_samples)
                 state["step"] = step
                 if checkpoint is not None:
                     _save_checkpoint(checkpoint, state, gen)
-                done = cfg.chi2_threshold is not None and chi2 <= cfg.chi2_threshold
         bar.close()
         history["steps_run"] = step
         if cfg.epsilon_schedule != "constant":
@@ -509,24 +548,82 @@ def _average(cfg: SolverConfig, g: Tensor, g_avg: Tensor, n_avg: int, step: int)
     return g_avg.add_(g - g_avg, alpha=1.0 / n_avg), n_avg
 
 
-def _evaluate_chi2(x, y, g, epsilon, b, log_b, block_elems, reducer: Reducer, workspace: Workspace | None = None,
-                   keys: Tensor | None = None) -> float:
-    """chi^2 of the potential ``g`` on the samples ``x``.
+def eval_batch_for(n_points: int, threshold: float | None = None) -> int:
+    """First evaluation batch M for N points: ``8 sqrt(2N) / threshold`` (0.05 when None), a power of
+    two in [4096, 65536].
 
-    ``keys``: the fit's own ``[y, .]`` buffer; its last column is swapped for that of ``g`` during
-    the evaluation and restored after, instead of a second N x (d + 1) copy (3 GB at N = 1e6,
-    d = 784, the peak of the fit before; the values scored are those of ``augment_keys``).
+    At the optimum the sd of chi2_hat is sqrt(2 (N - 1)) / M (:mod:`sdfm.ot.chi2`), so this M
+    keeps 2 sd under a quarter of the threshold there; larger N grow the batch by pooling
+    (up to ``eval_batch_max``) when the estimate is under the threshold but its bound is not.
     """
-    if keys is None:
-        keys = augment_keys(y, g, epsilon, log_b)
-    saved = keys[:, -1].clone()
-    keys[:, -1] = key_column(g, keys.dtype, epsilon, log_b)
-    try:
-        reduction = reduce_scores(augment_queries(x), keys, epsilon, block_elems=block_elems, combine=reducer.combine,
-                                  workspace=workspace)
-    finally:
-        keys[:, -1] = saved
-    return reducer.chi2(reduction.mass, reduction.mass_sq, x.shape[0], b)
+    wanted = 8.0 * math.sqrt(2.0 * n_points) / (threshold or 0.05)
+    return int(min(65536, max(4096, 2 ** math.ceil(math.log2(max(wanted, 1.0))))))
+
+
+def next_check(cfg: SolverConfig, step: int, eval_samples: int) -> int:
+    """The step of the next chi^2 evaluation after one at ``step`` that scored ``eval_samples`` samples.
+
+    Fixed ``eval_every``: the next multiple. Otherwise the cost-aware cadence
+    ``step + max(eval_samples / (eval_fraction * batch_size), (eval_growth - 1) * step)``: the
+    SGD steps between two evaluations score at least ``1 / eval_fraction`` times the samples of
+    the last evaluation (a step and an evaluation cost the same per sample scored), and the
+    check points grow geometrically, so a fit of K steps evaluates O(log K) times and stops at
+    most a factor ``eval_growth`` (or one spacing) after its chi^2 bound first met the threshold.
+    """
+    if cfg.eval_every is not None:
+        return (step // cfg.eval_every + 1) * cfg.eval_every
+    spacing = max(math.ceil(eval_samples / (cfg.eval_fraction * cfg.batch_size)), math.ceil((cfg.eval_growth - 1) * step))
+    return step + max(1, spacing)
+
+
+#: Source samples drawn at once by an evaluation (the rest is pooled chunk by chunk).
+EVAL_CHUNK_ELEMS = 1 << 26
+
+
+class _Evaluation:
+    """The chi^2 estimate of the averaged potential, pooled over fresh batches until the bound decides.
+
+    One call scores ``first_batch`` fresh samples; with a threshold, while the estimate is under
+    it but its upper bound is not (and halving the sd could bring the bound under it), another
+    batch of as many samples as already pooled is scored with the same potential and the column
+    sums are added (M doubles), up to ``eval_batch_max``. ``keys``: the fit's own ``[y, .]``
+    buffer; its last column is swapped for that of the evaluated potential and restored after,
+    instead of a second N x (d + 1) copy.
+    """
+
+    def __init__(self, sample, y, epsilon, b, log_b, cfg: SolverConfig, reducer: Reducer, workspace, keys,
+                 first_batch: int) -> None:
+        self.sample, self.y, self.epsilon, self.b, self.log_b = sample, y, epsilon, b, log_b
+        self.cfg, self.reducer, self.workspace, self.keys, self.first_batch = cfg, reducer, workspace, keys, first_batch
+        self.most = max(first_batch, cfg.eval_batch_max or 16 * first_batch)
+        self.chunk = max(1024, EVAL_CHUNK_ELEMS // max(1, y.shape[1]))
+
+    def _score(self, count: int, sums: list) -> None:
+        for start in range(0, count, self.chunk):
+            x = self.sample(min(self.chunk, count - start))
+            red = reduce_scores(augment_queries(x), self.keys, self.epsilon, block_elems=self.cfg.block_elems,
+                                combine=self.reducer.combine, workspace=self.workspace, need_mass_cube=True)
+            for total, part in zip(sums, (red.mass, red.mass_sq, red.mass_cube)):
+                total += part
+
+    def __call__(self, g: Tensor) -> Chi2Estimate:
+        cfg, keys = self.cfg, self.keys
+        saved = keys[:, -1].clone()
+        keys[:, -1] = key_column(g, keys.dtype, self.epsilon, self.log_b)
+        sums = [torch.zeros(self.y.shape[0], dtype=torch.float64, device=self.y.device) for _ in range(3)]
+        pooled, count = 0, self.first_batch
+        try:
+            while True:
+                self._score(count, sums)
+                pooled += count
+                estimate = self.reducer.chi2_estimate(*sums, pooled, self.b)
+                threshold = cfg.chi2_threshold
+                if (threshold is None or estimate.upper(cfg.chi2_z) <= threshold or 2 * pooled > self.most
+                        or estimate.value + cfg.chi2_z * estimate.sd / 2 > threshold):
+                    return estimate
+                count = pooled
+        finally:
+            keys[:, -1] = saved
 
 
 def fit_potential(

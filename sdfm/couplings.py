@@ -241,6 +241,8 @@ class SemidiscreteCoupling(_Sampler):
         self.conditional = beta is not None and self.labels is not None
         self.continuous = beta is not None and self.conditions is not None
         self.num_classes = num_classes if num_classes is not None else _num_classes(self.labels)
+        #: what pairs the batches (``"screened-bf16"`` on CUDA, ``"torch-fp32"``): a run parameter
+        self.pairing_backend = potential.pairing_backend() if hasattr(potential, "pairing_backend") else "torch-fp32"
         extra = self.num_classes if self.conditional else (self.conditions.shape[1] if self.continuous else 0)
         expected = data.shape[1] + extra
         if potential.n_points != data.shape[0] or potential.dim != expected:

@@ -55,6 +55,7 @@ class SemidiscretePotential:
             n = self.y.shape[0]
             self.weights = torch.full((n,), 1.0 / n, dtype=torch.float64, device=self.y.device)
         self._keys: Tensor | None = None
+        self._screened = None  # the bf16 copy of the keys of the screened pairing, made on first use
 
     @property
     def n_points(self) -> int:
@@ -81,18 +82,46 @@ class SemidiscretePotential:
         """The same potential for the cost 1/2 |x - y|^2: ``g_j + |y_j|^2 / 2``."""
         return self.g + 0.5 * self.y.square().sum(dim=1).to(self.g.dtype)
 
-    def assign(self, x: Tensor, generator: torch.Generator | None = None, top_k: int | None = None) -> Tensor:
+    def assign(self, x: Tensor, generator: torch.Generator | None = None, top_k: int | None = None,
+               method: str = "auto") -> Tensor:
         """Pair each source point with a data index: the argmax at eps = 0, a draw from pi(x) at eps > 0.
 
         Args:
             x: (B, d) source samples.
             generator: random generator for the draw at eps > 0.
-            top_k: at eps > 0, draw among the k best columns only (approximate, faster).
+            top_k: at eps > 0, draw among the k best columns only (approximate, faster; ``exact`` only).
+            method: ``"exact"`` (float32 score blocks, :func:`sdfm.ot.kernel.sample_assignment`;
+                inverse-CDF draw at eps > 0), ``"screened"`` (bfloat16 screen, exact re-rank and
+                verification, Gumbel-max at eps > 0: :class:`sdfm.ot.pairing.ScreenedPairing`) or
+                ``"auto"``: screened on CUDA float32, exact elsewhere. Both are exact; at eps > 0
+                they draw different (equally distributed) samples from the same generator.
         """
+        method = self._pairing_method(method, self.y.device, top_k)
+        if method == "screened":
+            if self._screened is None:
+                from sdfm.ot.pairing import ScreenedPairing
+
+                self._screened = ScreenedPairing(self.keys, block_elems=self.block_elems)
+            return self._screened(x, self.epsilon, generator)
         queries = augment_queries(x.to(self.y.device, self.y.dtype))
         return sample_assignment(
             queries, self.keys, self.epsilon, generator=generator, top_k=top_k, block_elems=self.block_elems
         )
+
+    def _pairing_method(self, method: str, device, top_k: int | None = None) -> str:
+        if method not in ("auto", "exact", "screened"):
+            raise ValueError(f"unknown pairing method {method!r}: expected 'auto', 'exact' or 'screened'")
+        if method == "auto":
+            from sdfm.ot.pairing import default_pairing
+
+            usable = self.y.dtype == torch.float32 and top_k is None
+            method = default_pairing(device) if usable else "exact"
+        return method
+
+    def pairing_backend(self, device=None) -> str:
+        """Name of what :meth:`assign` uses by default on ``device`` (the potential's): a run parameter."""
+        method = self._pairing_method("auto", device if device is not None else self.y.device)
+        return "screened-bf16" if method == "screened" else "torch-fp32"
 
     def marginal_counts(self, x: Tensor):
         """Column sums of the coupling rows pi(x_i): ``(mass, mass_sq)`` as float64 (N,)."""

@@ -10,7 +10,7 @@ CORES ?= all
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,faiss]'
 	# animal-mnist ships its images in the wheel; its declared dependencies are huge and unused.
 	$(BIN)/pip install -q --no-deps animal-mnist==0.4
 	touch $(STAMP)

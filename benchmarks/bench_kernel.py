@@ -50,8 +50,10 @@ KEY = ["n", "d", "batch", "epsilon", "backend"]
 class StepState:
     """The solver's per-step state for one shape (same update rule as ``SemidiscreteSolver``)."""
 
-    def __init__(self, y: torch.Tensor, epsilon_rel: float, batch: int, backend: str, seed: int = 0):
+    def __init__(self, y: torch.Tensor, epsilon_rel: float, batch: int, backend: str, seed: int = 0,
+                 fused: bool | None = None):
         n, d = y.shape
+        self.fused = fused  # reduce_scores' path: None (default for the device), fused Triton or torch
         self.y, self.batch, self.backend = y, batch, backend
         self.gen = torch.Generator(device=y.device).manual_seed(seed)
         self.b = torch.full((n,), 1.0 / n, dtype=torch.float64, device=y.device)
@@ -76,7 +78,7 @@ class StepState:
             mass = torch.bincount(index, minlength=self.y.shape[0]).to(torch.float64)
         else:
             mass = reduce_scores(queries, self.keys, self.epsilon, need_mass_sq=False, block_elems=DEFAULT_BLOCK_ELEMS,
-                                 workspace=self.workspace).mass
+                                 workspace=self.workspace, fused=self.fused).mass
         grad = self.b - mass / self.batch
         self.velocity.mul_(0.9).add_(grad)
         self.g += self.lr * (grad + 0.9 * self.velocity)

@@ -104,3 +104,32 @@ def test_train_step_cases_follow_config_yaml():
     assert {k: unet.model_settings[k] for k in ("base_channels", "channel_mults", "num_res_blocks")} \
         == {"base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1}
     assert ("sdfm", 0.1) in mlp.methods and ("otfm", 0.0) in mlp.methods
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_at_toy_size_on_cpu(tmp_path):
+    import bench_gpu
+
+    frames = bench_gpu.main(["--quick", "--device", "cpu", "--out-dir", str(tmp_path)])
+    for section in bench_gpu.SECTIONS:
+        frame = pd.read_csv(tmp_path / f"{section}_cpu.csv")
+        assert len(frame) == len(frames[section]) > 0
+    assert (tmp_path / "gpu_cpu.png").stat().st_size > 0 and (tmp_path / "peers_ratio_cpu.csv").exists()
+    kernel = frames["kernel"]
+    assert set(kernel["path"]) == {"torch"} and (kernel["ratio"] > 0).all()  # no fused path off CUDA
+    pairing = frames["pairing"]
+    assert set(pairing["method"]) == {"exact-fp32", "screened-bf16"}
+    assert (pairing.loc[pairing["epsilon_rel"] == 0, "identical"] == 1.0).all()
+    assert list(frames["ddp"]["ranks"]) == [1, 2]
+
+
+def test_gpu_benchmark_time_to_target():
+    import bench_gpu
+
+    frame = pd.DataFrame([dict(problem="p", method="sdfm", seconds=2.0, chi2=0.04),
+                          dict(problem="p", method="pot", seconds=3.0, chi2=0.2),
+                          dict(problem="p", method="pot", seconds=7.0, chi2=0.045),
+                          dict(problem="q", method="sdfm", seconds=1.0, chi2=0.03),
+                          dict(problem="q", method="pot", seconds=9.0, chi2=0.3)])
+    rows = {r["problem"]: r for r in bench_gpu.time_to_target(frame)}
+    assert rows["p"]["ratio"] == pytest.approx(3.5) and rows["q"]["ratio"] == math.inf

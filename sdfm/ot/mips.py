@@ -84,8 +84,8 @@ class TorchMips:
 def _faiss():
     try:
         import faiss
-    except ImportError as err:  # pragma: no cover - faiss-cpu is a dependency
-        raise ImportError("the 'faiss' MIPS backend needs faiss (pip install faiss-cpu)") from err
+    except ImportError as err:  # pragma: no cover - faiss is an optional extra
+        raise ImportError("the 'faiss' MIPS backend needs faiss: pip install 'sdfm[faiss]' (or 'sdfm[faiss-gpu]')") from err
     return faiss
 
 

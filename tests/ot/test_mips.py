@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
 from sdfm.ot.kernel import augment_keys, augment_queries
 from sdfm.ot.mips import BACKENDS, FaissMips, MipsBackend, TorchMips, choose_backend, get_backend
 
+HAS_FAISS = importlib.util.find_spec("faiss") is not None  # an optional extra (sdfm[faiss])
+needs_faiss = pytest.mark.skipif(not HAS_FAISS, reason="faiss is not installed (pip install 'sdfm[faiss]')")
 SHAPES = [(1, 1, 1), (7, 1, 3), (64, 50, 2), (257, 1000, 17), (33, 4096, 129)]
 
 
@@ -23,7 +27,9 @@ def _brute(queries, keys):
     return (queries.double() @ keys.double().T).argmax(dim=1)
 
 
-@pytest.mark.parametrize("backend", [TorchMips(), TorchMips(block_elems=100), FaissMips()], ids=repr)
+@pytest.mark.parametrize("backend", [TorchMips(), TorchMips(block_elems=100),
+                                     pytest.param(FaissMips() if HAS_FAISS else None, marks=needs_faiss, id="FaissMips()")],
+                         ids=repr)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_search_matches_brute_force(backend, shape):
     queries, keys = _problem(*shape)
@@ -32,7 +38,7 @@ def test_search_matches_brute_force(backend, shape):
     assert torch.equal(index, _brute(queries, keys))
 
 
-@pytest.mark.parametrize("name", ["torch", "faiss"])
+@pytest.mark.parametrize("name", ["torch", pytest.param("faiss", marks=needs_faiss)])
 def test_build_reuses_fixed_keys(name):
     queries, keys = _problem(300, 2000, 9, seed=1)
     searcher = get_backend(name).build(keys)
@@ -40,6 +46,7 @@ def test_build_reuses_fixed_keys(name):
         assert torch.equal(searcher(part), _brute(part, keys))
 
 
+@needs_faiss
 def test_faiss_accepts_float64_and_noncontiguous():
     queries, keys = _problem(50, 300, 5, seed=2)
     q64, k64 = queries.double(), keys.double()

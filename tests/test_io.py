@@ -43,6 +43,7 @@ def test_sigkill_during_writes_never_exposes_a_partial_file(tmp_path):
         import sys, torch
         from sdfm.io import atomic_torch_save
         k = int(sys.argv[1])
+        print("ready", flush=True)
         while True:
             atomic_torch_save(torch.full((4_000_000,), float(k)), {str(target)!r})
             k += 1
@@ -50,8 +51,10 @@ def test_sigkill_during_writes_never_exposes_a_partial_file(tmp_path):
     rng = random.Random(0)
     seen = set()
     for attempt in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", child, str(1000 * attempt)], start_new_session=True)
-        time.sleep(rng.uniform(2.0, 3.5))  # past the imports, into the write loop
+        proc = subprocess.Popen([sys.executable, "-c", child, str(1000 * attempt)], start_new_session=True,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"  # past the imports (slow on a loaded machine)
+        time.sleep(rng.uniform(0.2, 1.0))  # into the write loop: several 16 MB writes per second
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         if target.exists():

@@ -10,13 +10,15 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from sdfm.config import ConfigError, validate_config
-from sdfm.couplings import augment_with_condition, make_coupling
+from sdfm.config import validate_config
 from sdfm.data import DataError
+from sdfm.errors import ConfigError
+from sdfm.fm.couplings import make_coupling
+from sdfm.fm.superres import (ConditionedVelocity, baseline_scores, low_res, low_res_shape, sample_superres,
+                           superres_problem, upsample)
 from sdfm.models import build_model
-from sdfm.ot import batch_ot_pairing, fit_potential
-from sdfm.superres import (ConditionedVelocity, baseline_scores, condition_source, low_res, low_res_shape,
-                           sample_superres, superres_targets, upsample)
+from sdfm.ot import SemidiscretePotential, batch_ot_pairing, fit_potential
+from sdfm.ot.problem import augment_with_condition, condition_source
 
 
 # ----------------------------------------------------------------------------------- pooling
@@ -36,6 +38,15 @@ def test_nearest_upsampling_inverts_pooling_of_block_constant_images():
     torch.testing.assert_close(upsample(low_res(images, 2), (3, 4, 4), (8, 8), "nearest"), images)
     scores = baseline_scores(images, 2)
     assert scores["nearest"]["psnr"] == float("inf") and scores["nearest"]["ssim"] == pytest.approx(1.0)
+
+
+def test_bicubic_upsampling_is_clamped_to_the_data_range():
+    # bicubic interpolation overshoots next to sharp edges; the baseline images stay in [-1, 1]
+    low = torch.tensor([[1.0, -1.0, 1.0, -1.0]]).repeat(4, 1).reshape(1, 1, 4, 4)
+    raw = torch.nn.functional.interpolate(low, size=(8, 8), mode="bicubic", align_corners=False)
+    assert float(raw.abs().max()) > 1.05  # the overshoot the clamp removes
+    up = upsample(low.flatten(1), (1, 4, 4), (8, 8), "bicubic")
+    torch.testing.assert_close(up, raw.clamp(-1, 1))
 
 
 @pytest.mark.parametrize("factor", [1, 3])
@@ -89,10 +100,12 @@ def test_large_beta_sdfm_pairs_a_query_with_a_point_of_its_low_res():
                           [1, 1, -1, -1], [-1, 1, -1, 1], [-1, -1, -1, -1.0]])
     low = 0.8 * signs.reshape(6, 1, 2, 2)  # distinct low-res images, |z - z'|^2 >= 2.56
     images = low.repeat_interleave(2, 2).repeat_interleave(2, 3) + 0.1 * torch.randn(6, 1, 4, 4, generator=gen)
-    data = type("D", (), {})()  # the fields superres_targets reads, on a tiny set
+    data = type("D", (), {})()  # the fields superres_problem reads, on a tiny set
     data.kind, data.sample_shape, data.train, data.dim = "images", (1, 4, 4), images, 16
     data.flat_train = lambda: images.reshape(6, 16)
-    keys, source = superres_targets(data, "tiny", {"factor": 2, "beta": 50.0})
+    problem = superres_problem(data, "tiny", {"factor": 2, "beta": 50.0})
+    keys, source = problem.keys, problem.source
+    assert problem.defining_fields() == {"epsilon_rel": None, "superres": {"factor": 2, "beta": 50.0}}
     z_train = low_res(images, 2)
     torch.testing.assert_close(keys[:, 16:], 50.0**0.5 * z_train)
     potential = fit_potential(keys, epsilon=0.0, steps=1500, batch_size=256, eval_every=500, eval_batch=8192,
@@ -102,6 +115,30 @@ def test_large_beta_sdfm_pairs_a_query_with_a_point_of_its_low_res():
     torch.testing.assert_close(z_train[batch.index], batch.condition)
     counts = torch.bincount(batch.index, minlength=6).float() / 2000
     assert float((counts - 1 / 6).abs().max()) < 0.05  # and the marginal on the points is uniform
+
+
+@pytest.mark.parametrize("method", ["otfm", "sdfm"])
+def test_small_beta_pairs_carry_the_querys_condition_not_the_matched_points(method):
+    """At a small beta the pairs often cross conditions: the batch carries the query's z (the model's input)."""
+    gen = torch.Generator().manual_seed(6)
+    data = torch.randn(50, 6, generator=gen, dtype=torch.float64)
+    conditions = torch.randn(50, 2, generator=gen, dtype=torch.float64)
+    beta = 0.2
+    keys = augment_with_condition(data, conditions, beta)
+    g = 0.3 * torch.randn(50, generator=gen, dtype=torch.float64)
+    potential = SemidiscretePotential(keys, g) if method == "sdfm" else None
+    coupling = make_coupling(method, data, potential=potential, beta=beta, conditions=conditions)
+    batch = coupling.sample(40, torch.Generator().manual_seed(7))
+    replay = torch.Generator().manual_seed(7)  # the draws of sample(): noise, [data indices,] query conditions
+    x0 = torch.randn(40, 6, generator=replay, dtype=torch.float64)
+    if method == "otfm":
+        torch.randint(50, (40,), generator=replay)
+    z = conditions[torch.randint(50, (40,), generator=replay)]
+    assert torch.equal(batch.x0, x0)
+    assert torch.equal(batch.condition, z), "the pairs must carry the query's condition"
+    if method == "sdfm":
+        assert torch.equal(batch.index, (augment_with_condition(x0, z, beta) @ keys.T + g).argmax(dim=1))
+    assert float((conditions[batch.index] != z).any(dim=1).float().mean()) > 0.5  # the case that tells them apart
 
 
 def test_condition_source_draws_training_conditions():
@@ -137,6 +174,24 @@ def test_unet_takes_the_low_res_image_as_channels():
     samples, nfe = sample_superres(model, cond, (1, 8, 8), solver="euler", nfe=2)
     assert samples.shape == (3, 1, 8, 8) and nfe == 2
     assert ConditionedVelocity(model, cond)(x, 0.5).shape == x.shape
+
+
+class _ConditionShift(torch.nn.Module):
+    """v(x, t, cond) = the mean of each row's condition, everywhere: the Euler step adds it to the noise."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x, t, cond=None, **kwargs):
+        return self.scale * cond.mean(dim=1).reshape(-1, 1, 1, 1).expand_as(x)
+
+
+def test_sample_superres_pairs_sample_i_with_condition_i_across_batches():
+    cond = torch.arange(7, dtype=torch.float32)[:, None].repeat(1, 4)  # condition i has mean i
+    samples, _ = sample_superres(_ConditionShift(), cond, (1, 2, 2), solver="euler", nfe=1, seed=5, batch_size=3)
+    noise = torch.randn(1024, 1, 2, 2, generator=torch.Generator().manual_seed(5))[:7]
+    torch.testing.assert_close(samples - noise, torch.arange(7.0).reshape(7, 1, 1, 1).expand(7, 1, 2, 2))
 
 
 # ------------------------------------------------------------------------------------ config
@@ -176,8 +231,8 @@ def test_report_draws_the_superres_figure_and_table(tmp_path):
     """From what evaluate jobs leave (superres/, metrics.csv, model.json): the figure, PSNR/SSIM table, baselines."""
     import pandas as pd
 
-    from sdfm.report import write_report
-    from sdfm.superres import save_panel, save_reference
+    from sdfm.fm.superres import save_panel, save_reference
+    from sdfm.report.document import write_report
 
     truth = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     rows, summaries = [], []
@@ -208,12 +263,12 @@ def test_report_draws_the_superres_figure_and_table(tmp_path):
 @pytest.mark.slow
 def test_superres_jobs_and_report_figure(tmp_path):
     """fit-potential, train and evaluate a tiny SD-FM super-resolution run; the report draws its figure."""
-    from sdfm.jobs.common import JobContext
     from sdfm.jobs.evaluate import evaluate_run
     from sdfm.jobs.potential import fit_potential_job
     from sdfm.jobs.prepare import prepare_data_job
     from sdfm.jobs.train import train_job
-    from sdfm.report import write_report
+    from sdfm.report.document import write_report
+    from sdfm.runtime import JobContext
 
     ctx = JobContext(experiment="sr", results_dir=str(tmp_path / "results"), progress=False)
     data, superres = tmp_path / "digits.npz", {"factor": 2, "beta": 4.0}

@@ -1,4 +1,4 @@
-"""Tests of the training loop (sdfm.train): learning, exact resumption, divergence, MeanFlow."""
+"""Tests of the training loop (sdfm.fm.train): learning, exact resumption, divergence, MeanFlow."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import hashlib
 import pytest
 import torch
 
-from sdfm.couplings import IndependentCoupling, PairBatch, make_coupling
+from sdfm.fm.couplings import IndependentCoupling, PairBatch, make_coupling
+from sdfm.fm.train import TrainConfig, TrainingDiverged, train
 from sdfm.models import MLPVelocity, UNetVelocity
-from sdfm.train import TrainConfig, TrainingDiverged, train
 
 
 def _two_moons(n=256, seed=0):

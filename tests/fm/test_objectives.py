@@ -1,4 +1,4 @@
-"""Tests of the flow-matching and MeanFlow objectives (sdfm.objectives)."""
+"""Tests of the flow-matching and MeanFlow objectives (sdfm.fm.objectives)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sdfm.objectives import (
+from sdfm.fm.objectives import (
     draw_label_dropout,
     draw_mean_flow_times,
     flow_matching_loss,
@@ -109,3 +109,70 @@ def test_mean_flow_loss_backpropagates():
     assert model.c.grad is not None and float(model.c.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="objective"):
         objective_loss("nope", model, x0, x1, torch.Generator())
+
+
+class _LabelledU(torch.nn.Module):
+    """u(z, r, t, label, drop) = a z + b t + c r + (label + 1) [not dropped]: every input changes the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+        self.b, self.c = -0.3, 2.0
+
+    def forward(self, z, t, labels=None, r=None, drop_labels=False):
+        r = torch.zeros_like(t) if r is None else r
+        shift = (labels + 1).to(z.dtype) * ~torch.as_tensor(drop_labels).expand(z.shape[0])
+        return self.a * z + self.b * t[:, None] + self.c * r[:, None] + shift[:, None]
+
+
+def _pairs(n=64):
+    gen = torch.Generator().manual_seed(3)
+    x0 = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    x1 = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    return x0, x1, torch.randint(3, (n,), generator=gen)
+
+
+def test_objective_loss_draws_fm_times_then_the_dropout_mask_and_passes_both():
+    x0, x1, labels = _pairs()
+    model = _LabelledU()
+    loss = objective_loss("fm", model, x0, x1, torch.Generator().manual_seed(1), labels=labels, label_dropout=0.3)
+    replay = torch.Generator().manual_seed(1)
+    t = torch.rand(64, generator=replay)  # float32, as objective_loss draws them
+    drop = torch.rand(64, generator=replay) < 0.3
+    assert 0 < int(drop.sum()) < 64
+    expected = flow_matching_loss(model, x0, x1, t, labels, drop)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
+
+
+@pytest.mark.parametrize("power", [0.0, 1.0])
+def test_objective_loss_passes_the_mean_flow_options(power):
+    # equal_fraction, the dropout mask and the adaptive power reach the loss (non-default values)
+    x0, x1, labels = _pairs()
+    model = _LabelledU()
+    loss = objective_loss("meanflow", model, x0, x1, torch.Generator().manual_seed(2), labels=labels,
+                          label_dropout=0.3, mean_flow_equal_fraction=0.2, adaptive_power=power)
+    replay = torch.Generator().manual_seed(2)
+    r, t = draw_mean_flow_times(64, replay, equal_fraction=0.2)
+    drop = draw_label_dropout(64, 0.3, replay)
+    expected = mean_flow_loss(model, x0, x1, r, t, labels, drop, adaptive_power=power)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
+
+
+def test_adaptive_weighting_divides_by_the_stopped_error():
+    # loss = mean_i e_i / stop_grad(e_i + c)^p, e_i the per-sample mean squared error, c = 1e-3: the weights
+    # carry no gradient, so d loss = mean_i d e_i / (e_i + c)^p.
+    x0, x1, labels = _pairs()
+    r = torch.linspace(0.0, 0.5, 64, dtype=torch.float64)
+    t = torch.linspace(0.5, 1.0, 64, dtype=torch.float64)
+    power = 0.75
+    model = _LabelledU()
+    loss = mean_flow_loss(model, x0, x1, r, t, labels, adaptive_power=power)
+    (grad,) = torch.autograd.grad(loss, model.a)
+    u, target = mean_flow_target(model, interpolate(x0, x1, r), r, t, x1 - x0, labels)
+    error = (u - target).square().mean(dim=1)
+    weights = 1.0 / (error.detach() + 1e-3) ** power
+    expected = (error * weights).mean()
+    (expected_grad,) = torch.autograd.grad(expected, model.a, retain_graph=True)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
+    assert float(grad) == pytest.approx(float(expected_grad), rel=1e-10)
+    assert abs(float(expected_grad) / float(torch.autograd.grad(error.mean(), model.a)[0]) - 1) > 0.1  # weights matter

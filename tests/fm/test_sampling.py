@@ -1,4 +1,4 @@
-"""Tests of the ODE solvers, NFE accounting, guidance and MeanFlow sampling (sdfm.sampling)."""
+"""Tests of the ODE solvers, NFE accounting, guidance and MeanFlow sampling (sdfm.fm.sampling)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from sdfm.fm.sampling import generate, guided_velocity, integrate, mean_flow_sample
 from sdfm.models import MLPVelocity
-from sdfm.sampling import generate, guided_velocity, integrate, mean_flow_sample
 
 A = 1.3
 
@@ -29,6 +29,33 @@ def test_fixed_solver_order_on_linear_ode(solver, order, per_step):
     coarse, fine = _error(solver, 16 * per_step), _error(solver, 32 * per_step)
     ratio = coarse / fine
     assert 2 ** order * 0.85 < ratio < 2 ** order * 1.15, ratio
+
+
+@pytest.mark.parametrize("solver, degree", [("euler", 0), ("midpoint", 1), ("heun", 1), ("rk4", 3)])
+def test_fixed_solvers_integrate_time_polynomials_of_their_degree_exactly(solver, degree):
+    # dx/dt = (p + 1) t^p, x(1) = x(0) + 1: midpoint and trapezoid (Heun) quadrature are exact up to degree 1,
+    # Simpson (RK4) up to 3, Euler only for constants. The linear ODE above ignores t, so this checks the
+    # times at which each stage evaluates the field.
+    per_step = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}[solver]
+    x0 = torch.zeros(1, dtype=torch.float64)
+    for p in range(degree + 2):
+        x1 = integrate(lambda x, t, p=p: (p + 1) * t**p * torch.ones_like(x), x0, solver=solver, nfe=3 * per_step).x1
+        if p <= degree:
+            torch.testing.assert_close(x1, x0 + 1, rtol=0, atol=1e-12)
+        else:
+            assert abs(float(x1) - 1) > 1e-4  # one degree more is not exact (RK4: 5e-4): the check has teeth
+
+
+def test_fixed_solver_order_on_a_time_dependent_ode():
+    # dx/dt = cos(t) x, x(1) = x(0) e^{sin 1}
+    def error(solver, nfe):
+        x0 = torch.ones(1, dtype=torch.float64)
+        x1 = integrate(lambda x, t: torch.cos(t) * x, x0, solver=solver, nfe=nfe).x1
+        return abs(float(x1) - math.exp(math.sin(1)))
+
+    for solver, order, per_step in [("euler", 1, 1), ("midpoint", 2, 2), ("heun", 2, 2), ("rk4", 4, 4)]:
+        ratio = error(solver, 16 * per_step) / error(solver, 32 * per_step)
+        assert 2 ** order * 0.85 < ratio < 2 ** order * 1.15, (solver, ratio)
 
 
 def test_fixed_solver_counts_evaluations_and_checks_nfe():

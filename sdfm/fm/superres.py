@@ -5,7 +5,7 @@ The condition of a high-resolution image ``y`` (C, H, W) is its low-resolution v
     z'(y) = avgpool_f(y),   shape (C, H/f, W/f),  flattened to Dz = C (H/f) (W/f) coordinates,
 
 for an integer factor f >= 2 dividing H and W. Pairs are drawn with the augmented cost
-``c_X + beta |z - z'|^2`` (:func:`sdfm.couplings.augment_with_condition`): the keys of SD-FM
+``c_X + beta |z - z'|^2`` (:func:`sdfm.ot.problem.augment_with_condition`): the keys of SD-FM
 are ``[y_j, sqrt(beta) z'_j]``, its queries ``[x, sqrt(beta) z]`` with ``x ~ N(0, I_D)`` and
 ``z = z'_i`` for a uniform training index i (the empirical distribution of the training
 conditions). The velocity network sees ``z`` upsampled to H x W as extra input channels.
@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdfm.couplings import augment_with_condition
 from sdfm.data import DataError, Dataset
+from sdfm.ot.problem import PotentialProblem, conditioned_problem
 
 __all__ = [
-    "BASELINES", "ConditionedVelocity", "PANEL_IMAGES", "baseline_scores", "check_factor", "condition_source",
+    "BASELINES", "ConditionedVelocity", "PANEL_IMAGES", "baseline_scores", "check_factor",
     "low_res", "low_res_shape", "sample_superres", "save_panel", "save_reference", "superres_scores",
-    "superres_targets", "upsample",
+    "superres_problem", "upsample",
 ]
 
 #: Upsampling baselines reported beside the methods (torch ``interpolate`` modes).
@@ -68,30 +68,17 @@ def upsample(z: Tensor, low_shape, size, mode: str = "bicubic") -> Tensor:
     return F.interpolate(grid, size=tuple(size), mode=mode, **kwargs).clamp(-1, 1)
 
 
-def condition_source(conditions: Tensor, beta: float, dim: int):
-    """Sampler of the SD-FM source ``[x, sqrt(beta) z]``: x ~ N(0, I_dim), z a uniform row of ``conditions``.
+def superres_problem(data: Dataset, dataset: str, superres: dict) -> PotentialProblem:
+    """The problem of a super-resolution potential: keys ``[y_j, sqrt(beta) z'_j]``, queries ``[x, sqrt(beta) z]``.
 
-    ``source(count, generator)`` draws on the generator's device, from that generator only.
+    ``superres = {"factor": f, "beta": beta}`` as the config gives it; z' = ``avgpool_f(y)``, and the
+    source draws z uniformly from the training conditions (:func:`sdfm.ot.problem.conditioned_problem`).
     """
-    copies = {torch.device("cpu"): conditions.float().cpu()}
-
-    def draw(count: int, generator: torch.Generator) -> Tensor:
-        device = generator.device
-        if device not in copies:
-            copies[device] = copies[torch.device("cpu")].to(device)
-        x = torch.randn(count, dim, generator=generator, device=device)
-        z = copies[device][torch.randint(len(copies[device]), (count,), generator=generator, device=device)]
-        return augment_with_condition(x, z, beta)
-
-    return draw
-
-
-def superres_targets(data: Dataset, dataset: str, superres: dict) -> tuple[Tensor, object]:
-    """The keys ``[y_j, sqrt(beta) z'_j]`` of a super-resolution potential and its source sampler."""
     factor, beta = int(superres["factor"]), float(superres["beta"])
     check_factor(data, dataset, factor)
     conditions = low_res(data.train, factor)
-    return augment_with_condition(data.flat_train(), conditions, beta), condition_source(conditions, beta, data.dim)
+    return conditioned_problem(data.flat_train(), conditions, beta, fields={"superres": superres},
+                               tag_fields={"beta": superres["beta"], "superres_factor": superres["factor"]})
 
 
 class ConditionedVelocity(nn.Module):
@@ -110,10 +97,10 @@ def sample_superres(model: nn.Module, cond: Tensor, sample_shape, *, solver: str
                     seed: int = 0, batch_size: int = 512, device=None, tol: float | None = None) -> tuple[Tensor, int]:
     """One sample per condition row: (n, *sample_shape) on the CPU, and the NFE per path.
 
-    The noise is :func:`sdfm.sampling.generate`'s (blocks of 1024 from a CPU generator seeded with
+    The noise is :func:`sdfm.fm.sampling.generate`'s (blocks of 1024 from a CPU generator seeded with
     ``seed``), so sample i has the same starting noise for every method and batch size.
     """
-    from sdfm.sampling import DOPRI5_TOL, _NoiseStream, integrate, mean_flow_sample
+    from sdfm.fm.sampling import DOPRI5_TOL, _NoiseStream, integrate, mean_flow_sample
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = next(model.parameters()).dtype

@@ -10,9 +10,15 @@ passed to :meth:`Coupling.sample`, so a training run is reproducible from its se
 * ``sdfm`` (:class:`SemidiscreteCoupling`): ``x0 ~ N(0, I)``, ``j = argmax_j <x0, y_j> + g_j``
   (a draw from ``pi(x0)`` at eps > 0) for a potential g fitted on the whole data set.
 
+Data parallelism: ``sample(batch_size, generator, rows=slice(a, b))`` draws the random numbers
+of the whole global batch (so every rank's generator advances alike) and pairs only rows a..b-1,
+so K ranks each pairing their own rows see exactly the pairs of one process (``fm``; ``sdfm`` at
+eps = 0). ``otfm`` then solves OT within the rank's rows, and draws at eps > 0 consume each
+rank's generator differently: later batches stay i.i.d. but no longer equal a single process's.
+
 Class-conditional pairing uses the augmented cost ``c_X + beta c_Z`` with
-``c_Z(z, z') = 1 - [z = z']`` (DESIGN.md, paper Eq. 2.3). With one-hot labels it stays an inner
-product: :func:`augment_with_labels` maps ``(x, z)`` to ``[x, sqrt(beta) e_z]``, and
+``c_Z(z, z') = 1 - [z = z']`` (paper Eq. 2.3). With one-hot labels it stays an inner
+product: :func:`sdfm.ot.problem.augment_with_labels` maps ``(x, z)`` to ``[x, sqrt(beta) e_z]``, and
 
     -<[x, sqrt(beta) e_z], [y, sqrt(beta) e_z']> = -<x, y> + beta (1 - [z = z']) - beta,
 
@@ -23,7 +29,7 @@ must be fitted with queries of that form: a solver that draws all D + K query co
 from N(0, I) solves a different problem (its label coordinates would be noise).
 
 Continuous conditions (super-resolution: ``z`` a low-resolution image) pair through the cost
-``c_X + beta |z - z'|^2``. :func:`augment_with_condition` maps ``(x, z)`` to ``[x, sqrt(beta) z]``, and
+``c_X + beta |z - z'|^2``. :func:`sdfm.ot.problem.augment_with_condition` maps ``(x, z)`` to ``[x, sqrt(beta) z]``, and
 
     -<[x, sqrt(beta) z], [y, sqrt(beta) z']> = 1/2 (|x - y|^2 + beta |z - z'|^2) - 1/2 |[x, sqrt(beta) z]|^2
                                                 - 1/2 |[y, sqrt(beta) z']|^2,
@@ -47,6 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sdfm.ot import SemidiscretePotential, batch_ot_pairing, relative_epsilon
+from sdfm.ot.problem import augment_with_condition, augment_with_labels
 
 __all__ = [
     "BatchOTCoupling",
@@ -54,8 +61,6 @@ __all__ = [
     "IndependentCoupling",
     "PairBatch",
     "SemidiscreteCoupling",
-    "augment_with_condition",
-    "augment_with_labels",
     "make_coupling",
 ]
 
@@ -87,24 +92,7 @@ class Coupling(Protocol):
 
     name: str
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> PairBatch: ...
-
-
-def augment_with_labels(x: Tensor, labels: Tensor, num_classes: int, beta: float) -> Tensor:
-    """Return ``[x, sqrt(beta) e_z]`` (n, D + K): inner products then carry ``beta [z = z']``."""
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    onehot = F.one_hot(labels.to(device=x.device, dtype=torch.long), num_classes).to(x.dtype)
-    return torch.cat([x, math.sqrt(beta) * onehot], dim=1)
-
-
-def augment_with_condition(x: Tensor, z: Tensor, beta: float) -> Tensor:
-    """Return ``[x, sqrt(beta) z]`` (n, D + Dz): inner products then carry ``beta <z, z'>``."""
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    if z.ndim != 2 or z.shape[0] != x.shape[0]:
-        raise ValueError(f"conditions must be ({x.shape[0]}, Dz), got {tuple(z.shape)}")
-    return torch.cat([x, math.sqrt(beta) * z.to(device=x.device, dtype=x.dtype)], dim=1)
+    def sample(self, batch_size: int, generator: torch.Generator, rows: slice | None = None) -> PairBatch: ...
 
 
 def _sync(device: torch.device) -> None:
@@ -158,10 +146,11 @@ class IndependentCoupling(_Sampler):
 
     name = "fm"
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> PairBatch:
-        x0 = self._noise(batch_size, generator)
+    def sample(self, batch_size: int, generator: torch.Generator, rows: slice | None = None) -> PairBatch:
+        keep = rows if rows is not None else slice(None)
+        x0 = self._noise(batch_size, generator)[keep]
         start = time.perf_counter()
-        index = self._indices(batch_size, generator)
+        index = self._indices(batch_size, generator)[keep]
         seconds = time.perf_counter() - start
         return PairBatch(x0, self.data[index], self._labels_of(index), index, seconds, self._conditions_of(index))
 
@@ -195,12 +184,13 @@ class BatchOTCoupling(_Sampler):
         self.num_classes = num_classes if num_classes is not None else _num_classes(self.labels)
         self.last_epsilon = 0.0
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> PairBatch:
-        x0 = self._noise(batch_size, generator)
-        index = self._indices(batch_size, generator)
+    def sample(self, batch_size: int, generator: torch.Generator, rows: slice | None = None) -> PairBatch:
+        keep = rows if rows is not None else slice(None)
+        x0 = self._noise(batch_size, generator)[keep]
+        index = self._indices(batch_size, generator)[keep]
         x1 = self.data[index]
-        z0 = self._labels_of(self._indices(batch_size, generator)) if self.conditional else None
-        c0 = self._conditions_of(self._indices(batch_size, generator)) if self.continuous else None
+        z0 = self._labels_of(self._indices(batch_size, generator)[keep]) if self.conditional else None
+        c0 = self._conditions_of(self._indices(batch_size, generator)[keep]) if self.continuous else None
         _sync(x0.device)
         start = time.perf_counter()
         q0, q1 = x0, x1
@@ -241,8 +231,6 @@ class SemidiscreteCoupling(_Sampler):
         self.conditional = beta is not None and self.labels is not None
         self.continuous = beta is not None and self.conditions is not None
         self.num_classes = num_classes if num_classes is not None else _num_classes(self.labels)
-        #: what pairs the batches (``"screened-bf16"`` on CUDA, ``"torch-fp32"``): a run parameter
-        self.pairing_backend = potential.pairing_backend() if hasattr(potential, "pairing_backend") else "torch-fp32"
         extra = self.num_classes if self.conditional else (self.conditions.shape[1] if self.continuous else 0)
         expected = data.shape[1] + extra
         if potential.n_points != data.shape[0] or potential.dim != expected:
@@ -251,10 +239,18 @@ class SemidiscreteCoupling(_Sampler):
                 f"{data.shape[0]} points of dim {expected} (conditional={self.conditional or self.continuous})"
             )
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> PairBatch:
-        x0 = self._noise(batch_size, generator)
-        z0 = self._labels_of(self._indices(batch_size, generator)) if self.conditional else None
-        c0 = self._conditions_of(self._indices(batch_size, generator)) if self.continuous else None
+    def pairing_backend(self, batch_size: int) -> str:
+        """What pairs batches of ``batch_size`` (``"screened-bf16"`` on CUDA, ``"faiss-flat-ip"``
+        on CPU at eps = 0 and d >= 784 from B = 256, else ``"torch-fp32"``): a run parameter."""
+        if hasattr(self.potential, "pairing_backend"):
+            return self.potential.pairing_backend(batch_size=batch_size)
+        return "torch-fp32"
+
+    def sample(self, batch_size: int, generator: torch.Generator, rows: slice | None = None) -> PairBatch:
+        keep = rows if rows is not None else slice(None)
+        x0 = self._noise(batch_size, generator)[keep]
+        z0 = self._labels_of(self._indices(batch_size, generator)[keep]) if self.conditional else None
+        c0 = self._conditions_of(self._indices(batch_size, generator)[keep]) if self.continuous else None
         assign_gen = generator
         if generator.device != self.potential.y.device:  # the draw at eps > 0 runs where the potential lives
             seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))

@@ -144,6 +144,8 @@ def objective_loss(
     label_dropout: float = 0.0,
     mean_flow_equal_fraction: float = 0.75,
     adaptive_power: float = 0.0,
+    rows: slice | None = None,
+    n_total: int | None = None,
 ) -> Tensor:
     """Draw the times (and the label-dropout mask) from ``generator`` and return the loss.
 
@@ -156,14 +158,22 @@ def objective_loss(
         label_dropout: probability of the null class per sample.
         mean_flow_equal_fraction: fraction of MeanFlow pairs with r = t.
         adaptive_power: MeanFlow adaptive weighting exponent p.
+        rows, n_total: data parallelism: the pairs are the rows ``rows`` of a global batch of
+            ``n_total``; the draws are made for all ``n_total`` rows (every rank consumes the
+            generator alike) and this rank keeps its rows, so K ranks see the draws of one.
     """
-    n, device = x0.shape[0], x0.device
+    n, device = (n_total or x0.shape[0]), x0.device
+    keep = rows if rows is not None else slice(None)
+
+    def mine(value):
+        return value[keep] if isinstance(value, Tensor) else value
+
     if objective == "fm":
         t = draw_times(n, generator, device)
         drop = draw_label_dropout(n, label_dropout, generator, device) if labels is not None else False
-        return flow_matching_loss(model, x0, x1, t, labels, drop)
+        return flow_matching_loss(model, x0, x1, mine(t), labels, mine(drop))
     if objective == "meanflow":
         r, t = draw_mean_flow_times(n, generator, mean_flow_equal_fraction, device)
         drop = draw_label_dropout(n, label_dropout, generator, device) if labels is not None else False
-        return mean_flow_loss(model, x0, x1, r, t, labels, drop, adaptive_power)
+        return mean_flow_loss(model, x0, x1, mine(r), mine(t), labels, mine(drop), adaptive_power)
     raise ValueError(f"unknown objective {objective!r}: expected 'fm' or 'meanflow'")

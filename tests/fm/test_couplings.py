@@ -1,4 +1,4 @@
-"""Tests of the pair samplers (sdfm.couplings)."""
+"""Tests of the pair samplers (sdfm.fm.couplings)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from sdfm.couplings import (
+from sdfm.fm.couplings import (
     BatchOTCoupling,
     IndependentCoupling,
     SemidiscreteCoupling,
-    augment_with_labels,
     make_coupling,
 )
-from sdfm.ot import fit_potential
+from sdfm.ot import SemidiscretePotential, fit_potential
+from sdfm.ot.problem import augment_with_labels
 
 
 def _data(n=200, d=2, seed=0):
@@ -67,8 +67,13 @@ def test_otfm_exact_pairing_minimises_total_cost():
 def test_otfm_entropic_records_absolute_epsilon():
     coupling = make_coupling("otfm", _data(), epsilon_rel=0.1)
     batch = coupling.sample(32, torch.Generator().manual_seed(0))
-    assert coupling.last_epsilon > 0
     assert torch.equal(batch.x1, coupling.data[batch.index])
+    # eps = eps_rel * std(C) of this batch's cost C_ij = -<x0_i, x1_j> (replayed: noise, then the indices)
+    replay = torch.Generator().manual_seed(0)
+    x0 = torch.randn(32, 2, generator=replay).double()
+    cost = -(x0 @ coupling.data[torch.randint(200, (32,), generator=replay)].double().T)
+    assert torch.equal(batch.x0.double(), x0)
+    assert coupling.last_epsilon == pytest.approx(0.1 * float(cost.std()), rel=1e-5)  # float32 batch
 
 
 def test_otfm_conditional_large_beta_maximises_label_matches():
@@ -92,6 +97,22 @@ def test_augment_with_labels_carries_beta_mismatch_cost():
     cost = -(ax @ ay.T)
     expected = -(x @ y.T) + beta * (zx[:, None] != zy[None, :]).float() - beta
     torch.testing.assert_close(cost, expected)
+
+
+def test_otfm_conditional_pairs_carry_the_querys_drawn_label_at_small_beta():
+    # A small beta lets the x cost outweigh a label mismatch, so a matched point's own label often differs
+    # from the query's: the pair carries the label z drawn for the noise (the label the model is trained on).
+    data = _data(120, 2)
+    labels = torch.arange(120) % 3
+    coupling = make_coupling("otfm", data, labels=labels, beta=0.5)
+    batch = coupling.sample(48, torch.Generator().manual_seed(2))
+    replay = torch.Generator().manual_seed(2)  # the draws of sample(): noise, data indices, query labels
+    x0 = torch.randn(48, 2, generator=replay)
+    index = torch.randint(120, (48,), generator=replay)
+    z0 = labels[torch.randint(120, (48,), generator=replay)]
+    assert torch.equal(batch.x0, x0) and sorted(batch.index.tolist()) == sorted(index.tolist())
+    assert torch.equal(batch.labels, z0), "the pairs must carry the query's drawn labels"
+    assert float((labels[batch.index] != z0).float().mean()) > 0.2  # the case that tells the two apart
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +143,23 @@ def test_sdfm_conditional_queries_are_augmented():
     query = augment_with_labels(batch.x0, batch.labels, 2, 50.0)
     assert torch.equal(batch.index, (query @ potential.y.T + potential.g).argmax(dim=1))
     assert bool((labels[batch.index] == batch.labels).all())  # beta = 50 dominates the x cost
+
+
+def test_sdfm_conditional_pairs_carry_the_querys_drawn_label_at_small_beta():
+    # As for OT-FM: at beta = 0.5 the MIPS often crosses labels, and the pair keeps the query's drawn z.
+    y = _data(60, 2, seed=3).double()
+    labels = torch.arange(60) % 3
+    keys = augment_with_labels(y, labels, 3, 0.5)
+    g = 0.3 * torch.randn(60, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    coupling = SemidiscreteCoupling(y, SemidiscretePotential(keys, g), labels, beta=0.5)
+    batch = coupling.sample(400, torch.Generator().manual_seed(4))
+    replay = torch.Generator().manual_seed(4)  # the draws of sample(): noise, then the query labels
+    x0 = torch.randn(400, 2, generator=replay, dtype=torch.float64)
+    z0 = labels[torch.randint(60, (400,), generator=replay)]
+    assert torch.equal(batch.x0, x0)
+    assert torch.equal(batch.labels, z0), "the pairs must carry the query's drawn labels"
+    assert torch.equal(batch.index, (augment_with_labels(x0, z0, 3, 0.5) @ keys.T + g).argmax(dim=1))
+    assert float((labels[batch.index] != z0).float().mean()) > 0.2  # the case that tells the two apart
 
 
 def test_make_coupling_errors(potential_2d):

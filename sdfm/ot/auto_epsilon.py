@@ -58,8 +58,8 @@ from torch import Tensor
 
 from sdfm.ot.batch import inner_product_cost, sinkhorn_plan
 
-__all__ = ["AutoEpsilon", "choose_epsilon", "conditional_entropy", "entropy_curve", "relative_entropy_at",
-           "renormalised_entropy"]
+__all__ = ["AUTO_EPSILON_DEFAULTS", "AutoEpsilon", "choose_epsilon", "conditional_entropy", "entropy_curve", "relative_entropy_at",
+           "renormalised_entropy", "resolve_auto_epsilon"]
 
 Source = Callable[[int, torch.Generator], Tensor]
 
@@ -212,3 +212,33 @@ def choose_epsilon(
     curve = {"epsilon_rel": eps, "entropy": [seen[e] for e in eps]}
     return AutoEpsilon(epsilon_rel=hi, epsilon_abs=hi * std, entropy=seen[hi], target=target, cost_std=std,
                        n=x.shape[0], curve=curve, criterion=criterion)
+
+
+#: Settings of ``methods.sdfm.auto_epsilon`` (the schema holds the same defaults). target_entropy
+#: 0.05 is a row perplexity of 1024^0.05 = 1.4 data points: a nearly deterministic pairing.
+AUTO_EPSILON_DEFAULTS = {"target_entropy": 0.05, "reference_batch": 1024, "criterion": "semidiscrete",
+                         "potential_steps": 1000}
+#: Relative epsilons where the recorded entropy curve is also evaluated (semidiscrete: one softmax each).
+CURVE_POINTS = tuple(round(10 ** (k / 4), 8) for k in range(-20, 5))
+
+
+def resolve_auto_epsilon(y: torch.Tensor, settings: dict, seed: int = 0,
+                         source: Source | None = None) -> AutoEpsilon:
+    """Choose the relative epsilon of data ``y`` (N, d) by :func:`choose_epsilon`, with ``settings``
+    (keys of ``AUTO_EPSILON_DEFAULTS``; the others take their defaults).
+
+    The reference batch is ``min(reference_batch, N)`` points of ``y`` and as many source samples,
+    drawn from a generator seeded with ``seed`` (as :func:`sdfm.jobs.potential.absolute_epsilon`
+    draws its batch); the unregularised potential of the ``semidiscrete`` criterion uses ``seed + 1``.
+    """
+    unknown = sorted(set(settings) - set(AUTO_EPSILON_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown auto_epsilon setting {unknown[0]!r}; known: {', '.join(AUTO_EPSILON_DEFAULTS)}")
+    s = {**AUTO_EPSILON_DEFAULTS, **settings}
+    gen = torch.Generator().manual_seed(seed)
+    n = min(int(s["reference_batch"]), y.shape[0])
+    rows = torch.randperm(y.shape[0], generator=gen)[:n]
+    x = source(n, gen).to(y.dtype).cpu() if source is not None else torch.randn(n, y.shape[1], generator=gen)
+    return choose_epsilon(x.double(), y[rows].cpu().double(), float(s["target_entropy"]), criterion=s["criterion"],
+                          potential_steps=int(s["potential_steps"]), seed=seed + 1, source=source,
+                          extra_points=CURVE_POINTS if s["criterion"] == "semidiscrete" else ())

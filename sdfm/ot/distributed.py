@@ -334,7 +334,7 @@ class ShardedPotential:
         return reduction.mass, reduction.mass_sq
 
     def chi2(self, x: Tensor) -> float:
-        """Unbiased chi^2(m(g), b) over all N from the source samples ``x`` (DESIGN.md, Eq. 3.5)."""
+        """Unbiased chi^2(m(g), b) over all N from the source samples ``x`` (paper Eq. 3.5)."""
         mass, mass_sq = self.marginal_counts(x)
         part = torch.tensor([chi2_unbiased(mass, mass_sq, x.shape[0], self.local.weights) + 1.0],
                             dtype=torch.float64, device=self.local.y.device)
@@ -401,6 +401,7 @@ def fit_potential_sharded(
         y = y.to(device)
     if y.ndim != 2 or y.shape[0] < 1:
         raise ValueError(f"y_shard must be an (n, d) tensor with n >= 1, got shape {tuple(y.shape)}")
+    options.setdefault("init", "gaussian")  # the one-process default, multiscale, has no sharded form yet
     config = SolverConfig(steps=steps, batch_size=batch_size, lr=lr, chi2_threshold=chi2_threshold, **options)
     if config.init == "multiscale":
         raise NotImplementedError("init='multiscale' is not available for a sharded fit: use 'gaussian'")

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, Workspace, reduce_scores
 
-__all__ = ["BACKENDS", "FAISS_WINS", "FaissMips", "MipsBackend", "Searcher", "TorchMips", "choose_backend", "get_backend"]
+__all__ = ["BACKENDS", "FAISS_FIXED_MIN_DIM", "FAISS_FIXED_MIN_QUERIES", "FAISS_WINS", "FaissMips", "MipsBackend",
+           "Searcher", "TorchMips", "choose_backend", "faiss_available", "faiss_pays_for_fixed_keys", "get_backend"]
 
 
 @runtime_checkable
@@ -161,17 +162,64 @@ class FaissMips:
 
 BACKENDS = {"torch": TorchMips, "faiss": FaissMips}
 
-#: Shapes (n_keys, dim, n_queries) at which faiss beat torch in the measurement of
-#: :func:`choose_backend`, per device type; a shape is routed to faiss only inside a box
-#: ``n_keys <= N and dim <= D and n_queries <= B`` listed here. None so far.
+#: Shapes (n_keys, dim, n_queries) at which faiss beat torch when the index is rebuilt per call
+#: (fitting: the keys change at every step), per device type; a shape is routed to faiss only
+#: inside a box ``n_keys <= N and dim <= D and n_queries <= B`` listed here. None so far.
 FAISS_WINS: dict[str, list[tuple[int, int, int]]] = {"cpu": [], "cuda": []}
+
+#: The fixed-potential rule (:func:`faiss_pays_for_fixed_keys`): faiss from this key dimension
+#: (d + 1, the potential column included) and this many queries per search, on CPU at eps = 0.
+FAISS_FIXED_MIN_DIM, FAISS_FIXED_MIN_QUERIES = 785, 256
+
+
+def faiss_available() -> bool:
+    """True when ``import faiss`` works (faiss-cpu or faiss-gpu, the optional extras)."""
+    try:
+        _faiss()
+    except ImportError:
+        return False
+    return True
+
+
+def faiss_pays_for_fixed_keys(dim: int, n_queries: int, device: str | torch.device = "cpu",
+                              epsilon: float = 0.0) -> bool:
+    """Whether pairing against a FIXED potential (training time) should search a faiss index.
+
+    Rule: CPU, ``epsilon == 0`` (an argmax; faiss draws nothing at eps > 0), key dimension
+    ``dim >= 785`` (data of d >= 784), ``n_queries >= 256`` per search, and faiss importable.
+    Everywhere else the torch paths of :meth:`sdfm.ot.SemidiscretePotential.assign` win or
+    nothing was measured (CUDA: the bf16-screened pairing, faiss-gpu not measured yet).
+
+    Measurement (``benchmarks/bench_faiss.py``: index built once, one thread each, process CPU
+    time, median of interleaved repeats, same assignments; faiss-cpu 1.15.1; ``reports/bench/faiss.csv``),
+    ratio faiss / torch ``assign(method="exact")``:
+
+    ======== ====== ======= ======= ======= =======
+    N          d    B=64    B=128   B=256   B=1024
+    ======== ====== ======= ======= ======= =======
+    1e4        64   1.79    2.36    2.63    1.95
+    1e4        784  5.31    6.75    0.91    0.73
+    1e4        3072 0.70    0.79    0.83    0.85
+    1e5        64   5.93    3.90    4.45    5.35
+    1e5        784  6.08    6.36    0.76    (0.78)
+    ======== ====== ======= ======= ======= =======
+
+    (In parentheses: the previous run of the same script.) The rule keeps B >= 256 although faiss
+    also won at d = 3072 from B = 64: the cut-off in B was measured at d = 784 only.
+    faiss-cpu's flat index hands queries to BLAS only from 20 rows on and then in 1024-key tiles
+    reduced through a heap: at d = 64 the reduction dominates, at d = 784 with B >= 256 its GEMM
+    tiles beat torch's blocked matmul + argmax by ~25%.
+    """
+    return (torch.device(device).type == "cpu" and epsilon == 0 and dim >= FAISS_FIXED_MIN_DIM
+            and n_queries >= FAISS_FIXED_MIN_QUERIES and faiss_available())
 
 
 def choose_backend(n_keys: int, dim: int, n_queries: int, device: str | torch.device = "cpu") -> str:
-    """The ``"auto"`` rule: the faster exact backend for this shape, from measured crossovers.
+    """The ``"auto"`` rule while FITTING (keys change every call): the faster exact backend.
 
     Rule: ``"faiss"`` inside a box of :data:`FAISS_WINS` for the device type, else ``"torch"``.
     Both tables are empty: torch won every measured shape, so ``"auto"`` is torch everywhere.
+    (A fixed potential at training time has its own rule, :func:`faiss_pays_for_fixed_keys`.)
 
     Measurement (CPU, 1 thread each: ``torch.set_num_threads(1)``, ``faiss.omp_set_num_threads(1)``,
     process time, median of 3-5 interleaved repeats, faiss-cpu 1.15.1, torch 2.14; the 2-core

@@ -38,7 +38,8 @@ from torch import Tensor
 from sdfm.io import atomic_torch_save
 from sdfm.ot.potential import SemidiscretePotential, data_fingerprint
 
-__all__ = ["PCABasis", "ProjectedPotential", "fit_pca", "load_potential", "pairing_quality"]
+__all__ = ["PCABasis", "ProjectedPotential", "basis_from_covariance", "fit_pca", "load_potential",
+           "pairing_quality"]
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,7 @@ def fit_pca(y: Tensor, k: int, chunk: int = 65536) -> PCABasis:
         for start in range(0, n, chunk):
             block = y[start:start + chunk] - mean
             cov += block.T @ block
-        cov /= max(n - 1, 1)
-        evals, evecs = torch.linalg.eigh(cov)
-        order = torch.argsort(evals, descending=True, stable=True)
-        variance, components, total = evals[order][:k].clamp(min=0), evecs[:, order][:, :k].T, float(cov.trace())
+        return basis_from_covariance(cov / max(n - 1, 1), mean, k)
     else:
         _, s, vh = torch.linalg.svd(y - mean, full_matrices=False)
         svals = s.square() / max(n - 1, 1)
@@ -118,11 +116,24 @@ def fit_pca(y: Tensor, k: int, chunk: int = 65536) -> PCABasis:
             q, _ = torch.linalg.qr(torch.cat([components.T, torch.eye(d, dtype=torch.float64)], dim=1))
             components = q[:, :k].T.contiguous()
             variance = torch.cat([variance, torch.zeros(k - len(variance), dtype=torch.float64)])
+    return PCABasis(_signed(components), mean, variance, total)
+
+
+def basis_from_covariance(cov: Tensor, mean: Tensor, k: int) -> PCABasis:
+    """The top-k eigenvectors of a (D, D) covariance (``eigh``, float64 on the CPU), signed as in :func:`fit_pca`."""
+    cov = cov.detach().to("cpu", torch.float64)
+    evals, evecs = torch.linalg.eigh(cov)
+    order = torch.argsort(evals, descending=True, stable=True)
+    variance, components = evals[order][:k].clamp(min=0), evecs[:, order][:, :k].T
+    return PCABasis(_signed(components), mean.detach().to("cpu", torch.float64), variance, float(cov.trace()))
+
+
+def _signed(components: Tensor) -> Tensor:
+    """Each row times the sign of its largest-magnitude entry (ties: the first), so the basis is a function of the data."""
     components = components.contiguous()
     pivot = components.abs().argmax(dim=1)
-    signs = torch.sign(components[torch.arange(k), pivot])
-    components = components * torch.where(signs == 0, 1.0, signs)[:, None]
-    return PCABasis(components, mean, variance, total)
+    signs = torch.sign(components[torch.arange(components.shape[0]), pivot])
+    return components * torch.where(signs == 0, 1.0, signs)[:, None]
 
 
 class ProjectedPotential:
@@ -191,6 +202,10 @@ class ProjectedPotential:
     def assign(self, x: Tensor, generator: torch.Generator | None = None, top_k: int | None = None) -> Tensor:
         """The data index of each (B, D) query: the k-dimensional potential's pairing of ``P x``."""
         return self.inner.assign(self.project(x), generator=generator, top_k=top_k)
+
+    def pairing_backend(self, device=None, batch_size: int | None = None) -> str:
+        """What :meth:`assign` uses (that of the k-dimensional potential): a run parameter."""
+        return self.inner.pairing_backend(device, batch_size)
 
     def marginal_counts(self, x: Tensor):
         return self.inner.marginal_counts(self.project(x))

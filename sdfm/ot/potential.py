@@ -56,6 +56,7 @@ class SemidiscretePotential:
             self.weights = torch.full((n,), 1.0 / n, dtype=torch.float64, device=self.y.device)
         self._keys: Tensor | None = None
         self._screened = None  # the bf16 copy of the keys of the screened pairing, made on first use
+        self._faiss = None  # the faiss index over the keys, built on first use
 
     @property
     def n_points(self) -> int:
@@ -92,11 +93,15 @@ class SemidiscretePotential:
             top_k: at eps > 0, draw among the k best columns only (approximate, faster; ``exact`` only).
             method: ``"exact"`` (float32 score blocks, :func:`sdfm.ot.kernel.sample_assignment`;
                 inverse-CDF draw at eps > 0), ``"screened"`` (bfloat16 screen, exact re-rank and
-                verification, Gumbel-max at eps > 0: :class:`sdfm.ot.pairing.ScreenedPairing`) or
-                ``"auto"``: screened on CUDA float32, exact elsewhere. Both are exact; at eps > 0
-                they draw different (equally distributed) samples from the same generator.
+                verification, Gumbel-max at eps > 0: :class:`sdfm.ot.pairing.ScreenedPairing`),
+                ``"faiss"`` (eps = 0 only: a ``faiss.IndexFlatIP`` over the keys, built once,
+                :mod:`sdfm.ot.mips`) or ``"auto"``: screened on CUDA float32; faiss on CPU where
+                :func:`sdfm.ot.mips.faiss_pays_for_fixed_keys` says it is faster (eps = 0,
+                d >= 784, B >= 256, faiss installed); exact elsewhere. All are exact (faiss and
+                exact agree up to float32 ties); at eps > 0 exact and screened draw different
+                (equally distributed) samples from the same generator.
         """
-        method = self._pairing_method(method, self.y.device, top_k)
+        method = self._pairing_method(method, self.y.device, top_k, n_queries=x.shape[0])
         if method == "screened":
             if self._screened is None:
                 from sdfm.ot.pairing import ScreenedPairing
@@ -104,24 +109,37 @@ class SemidiscretePotential:
                 self._screened = ScreenedPairing(self.keys, block_elems=self.block_elems)
             return self._screened(x, self.epsilon, generator)
         queries = augment_queries(x.to(self.y.device, self.y.dtype))
+        if method == "faiss":
+            if self.epsilon > 0:
+                raise ValueError("pairing method 'faiss' is an argmax: it needs epsilon = 0 (use 'exact' or 'auto')")
+            if self._faiss is None:
+                from sdfm.ot.mips import FaissMips
+
+                self._faiss = FaissMips().build(self.keys)
+            return self._faiss(queries)
         return sample_assignment(
             queries, self.keys, self.epsilon, generator=generator, top_k=top_k, block_elems=self.block_elems
         )
 
-    def _pairing_method(self, method: str, device, top_k: int | None = None) -> str:
-        if method not in ("auto", "exact", "screened"):
-            raise ValueError(f"unknown pairing method {method!r}: expected 'auto', 'exact' or 'screened'")
+    def _pairing_method(self, method: str, device, top_k: int | None = None, n_queries: int | None = None) -> str:
+        if method not in ("auto", "exact", "screened", "faiss"):
+            raise ValueError(f"unknown pairing method {method!r}: expected 'auto', 'exact', 'screened' or 'faiss'")
         if method == "auto":
+            from sdfm.ot.mips import faiss_pays_for_fixed_keys
             from sdfm.ot.pairing import default_pairing
 
             usable = self.y.dtype == torch.float32 and top_k is None
             method = default_pairing(device) if usable else "exact"
+            if (method == "exact" and usable and n_queries is not None
+                    and faiss_pays_for_fixed_keys(self.dim + 1, n_queries, device, self.epsilon)):
+                method = "faiss"
         return method
 
-    def pairing_backend(self, device=None) -> str:
-        """Name of what :meth:`assign` uses by default on ``device`` (the potential's): a run parameter."""
-        method = self._pairing_method("auto", device if device is not None else self.y.device)
-        return "screened-bf16" if method == "screened" else "torch-fp32"
+    def pairing_backend(self, device=None, batch_size: int | None = None) -> str:
+        """What :meth:`assign` uses by default on ``device`` (the potential's) for batches of
+        ``batch_size`` queries: ``"screened-bf16"``, ``"faiss-flat-ip"`` or ``"torch-fp32"`` (a run parameter)."""
+        method = self._pairing_method("auto", device if device is not None else self.y.device, n_queries=batch_size)
+        return {"screened": "screened-bf16", "faiss": "faiss-flat-ip"}.get(method, "torch-fp32")
 
     def marginal_counts(self, x: Tensor):
         """Column sums of the coupling rows pi(x_i): ``(mass, mass_sq)`` as float64 (N,)."""
@@ -130,7 +148,7 @@ class SemidiscretePotential:
         return reduction.mass, reduction.mass_sq
 
     def chi2(self, x: Tensor) -> float:
-        """Unbiased estimate of chi^2(m(g), b) from the source samples ``x`` (DESIGN.md, Eq. 3.5)."""
+        """Unbiased estimate of chi^2(m(g), b) from the source samples ``x`` (paper Eq. 3.5)."""
         mass, mass_sq = self.marginal_counts(x)
         return chi2_unbiased(mass, mass_sq, x.shape[0], self.weights)
 

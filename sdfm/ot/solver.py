@@ -12,10 +12,10 @@ eps = 0, and eps itself once eps dominates. With ``lr=None`` the solver measures
 step ``lr = lr_scale * delta / min_j b_j`` (``lr_scale * N * delta`` for uniform weights), so
 the same defaults work across N, d and data scale. The step decays as ``(1 + t / t0)^-a``.
 
-Initialisation: ``"gaussian"`` by default; ``"multiscale"`` (coarse-to-fine) helps strongly
-clustered data (eight Gaussians of std 0.2, N = 5,000: chi^2 0.29 after 5,000 steps against
-about 3 from the Voronoi start) but was slightly worse on the checkerboard (0.035-0.066
-against 0.023), so it is opt-in (``init="multiscale"``, or ``potential.init`` in the config).
+Initialisation: ``"auto"`` by default (:func:`resolve_auto`): ``"multiscale"`` (coarse-to-fine,
+:meth:`SemidiscreteSolver.coarse_to_fine`) for points of dimension <= 3, ``"gaussian"`` above; the
+multiscale start falls back to ``"gaussian"`` below ``coarsest * coarsen_factor / 2`` points, and a
+sharded fit starts from ``"gaussian"`` (the multiscale start has no sharded form yet).
 
 Sharding: the step touches the N points only through a few reductions (column masses, the
 constant shift ``<b, g>``, ``min_j b_j``, the gap scale, chi^2), which a :class:`Reducer` computes.
@@ -40,7 +40,7 @@ absolute). Early steps are smooth (every point near a cell boundary moves mass t
 neighbours), later ones sharpen towards the target eps. POT never reaches eps = 0 this way; here,
 when the target is eps = 0, the steps use hard assignments (eps_t = 0, the MIPS) as soon as
 ``eps_0 / t^alpha < drag_hard_below * delta``, i.e. for every step
-``t > (drag_eps0 / drag_hard_below)^(1 / alpha)`` (3,600 with the defaults 3, 0.5, 0.05). The step
+``t > (drag_eps0 / drag_hard_below)^(1 / alpha)`` (3,600 with 3, 0.5, 0.05; never with the default 0). The step
 size, the averaging and the chi^2 evaluations are unchanged (the chi^2 is always that of the
 target eps): only the coupling of the stochastic gradient changes, and with it the key column
 ``g + eps_t log b`` of the augmented MIPS, rebuilt for each step's eps_t. See :func:`epsilon_at`.
@@ -49,7 +49,23 @@ at 5,000 steps 0.0128 against 0.0129 for the constant schedule, but the internal
 0.04 / 0.01 at 1,000 / 2,000 steps against 0.107 / 0.048; soft steps cost about 1.3-1.8x a hard
 one on CPU (an exponential per score). Staying soft to the end (``drag_hard_below`` small) gave
 0.020 at 2,000 steps against 0.049: the soft gradient is less noisy than the hard counts.
-It stays opt-in: ``"constant"`` is the default, and keeps results bit-identical.
+
+Defaults for clustered data (N = 5,000, 5,000 steps of B = 1024, chi^2 on 200k-400k fresh samples;
+``benchmarks/bench_solver_defaults.py`` repeats the comparison side by side, to chi^2 <= 0.05).
+With the Gaussian start and constant eps = 0 steps, tight clusters never reached chi^2 <= 0.05 in
+5,000 steps: eight_gaussians (N = 5,000) ended at 1.08. The gap scale delta, measured once at the
+start, is that of the Gaussian start's cells: 0.022 on eight_gaussians against 5e-4 after 1,000
+steps (42x; 5x on the checkerboard), so the hard steps' noise floor sits far above the target.
+The multiscale start alone gave 0.45, DRAG soft steps to the end alone 0.081, both 0.018 (chi^2
+<= 0.05 from about 1,300 steps). On a d = 64 Gaussian (N = 5,000, to chi^2 <= 0.05) the same
+settings stopped at the same step (640) but took 2.5x the process time (44 s against 18 s: the
+coarse fit and an exponential per score), while on the checkerboard they stopped at chi^2 0.042
+after 800 steps. Hence the ``"auto"`` defaults (:func:`resolve_auto`): for points of dimension
+<= 3, ``init="multiscale"`` and ``epsilon_schedule="drag"`` with ``drag_hard_below=0`` (at eps = 0
+every step stays soft, ``eps_t = 3 delta / sqrt(t)``, 0.04 delta at 5,000 steps; the chi^2
+evaluations and the stopping rule are those of the target eps, so the returned potential is
+checked on the problem asked); above, the previous ``"gaussian"`` start and ``"constant"``
+schedule, bit-identical to before. Explicit values override either.
 """
 
 from __future__ import annotations
@@ -61,15 +77,15 @@ from typing import Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from sdfm.io import atomic_torch_save
 from sdfm.ot.chi2 import Chi2Estimate, chi2_from_moments, chi2_moments, chi2_unbiased
 from sdfm.ot.kernel import DEFAULT_BLOCK_ELEMS, Workspace, augment_keys, augment_queries, key_column, reduce_scores
 from sdfm.ot.potential import SemidiscretePotential
+from sdfm.progress import Progress
 
 __all__ = ["PotentialDiverged", "Reducer", "SolverConfig", "SemidiscreteSolver", "epsilon_at", "eval_batch_for",
-           "fit_potential", "gap_scale", "next_check"]
+           "fit_potential", "gap_scale", "next_check", "resolve_auto"]
 
 
 class PotentialDiverged(RuntimeError):
@@ -108,7 +124,7 @@ class SolverConfig:
             confidence bound, :class:`sdfm.ot.chi2.Chi2Estimate`) is at most ``chi2_threshold``.
         chi2_threshold: stop as soon as the upper confidence bound of an evaluation reaches it.
         block_elems: largest score block held in memory.
-        progress: show a tqdm bar with the current chi^2.
+        progress: show the current chi^2 (a tqdm bar on a terminal, else a line every N s: sdfm.progress).
         epsilon_schedule: ``"constant"`` (every step at the target eps) or ``"drag"``
             (decreasing regularisation, see the module docstring and :func:`epsilon_at`).
         drag_eps0: DRAG's initial regularisation eps_0, in units of the gap scale delta.
@@ -128,7 +144,7 @@ class SolverConfig:
     averaging: str = "ema"
     ema_decay: float = 0.999
     burn_in: float = 0.5
-    init: str = "gaussian"
+    init: str = "auto"
     coarsen_factor: int = 8
     coarsest: int = 512
     eval_every: int | None = None
@@ -140,7 +156,7 @@ class SolverConfig:
     chi2_threshold: float | None = None
     block_elems: int = DEFAULT_BLOCK_ELEMS
     progress: bool = True
-    epsilon_schedule: str = "constant"
+    epsilon_schedule: str = "auto"
     drag_eps0: float = 3.0
     drag_exponent: float = 0.5
     drag_hard_below: float = 0.05
@@ -156,12 +172,34 @@ class SolverConfig:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.averaging not in ("ema", "polyak", "none"):
             raise ValueError(f"averaging must be 'ema', 'polyak' or 'none', got {self.averaging!r}")
-        if self.init not in ("multiscale", "gaussian", "voronoi", "zero"):
-            raise ValueError(f"init must be 'multiscale', 'gaussian', 'voronoi' or 'zero', got {self.init!r}")
-        if self.epsilon_schedule not in ("constant", "drag"):
-            raise ValueError(f"epsilon_schedule must be 'constant' or 'drag', got {self.epsilon_schedule!r}")
+        if self.init not in ("auto", "multiscale", "gaussian", "voronoi", "zero"):
+            raise ValueError(f"init must be 'auto', 'multiscale', 'gaussian', 'voronoi' or 'zero', got {self.init!r}")
+        if self.epsilon_schedule not in ("auto", "constant", "drag"):
+            raise ValueError(f"epsilon_schedule must be 'auto', 'constant' or 'drag', got {self.epsilon_schedule!r}")
         if not (self.drag_eps0 > 0 and self.drag_exponent > 0 and self.drag_hard_below >= 0):
             raise ValueError("drag_eps0 and drag_exponent must be > 0 and drag_hard_below >= 0")
+
+
+#: Largest point dimension at which ``"auto"`` picks the low-dimensional defaults (module docstring).
+LOW_DIMENSION = 3
+
+
+def resolve_auto(cfg: SolverConfig, dim: int) -> SolverConfig:
+    """``cfg`` with its ``"auto"`` fields decided for points of dimension ``dim``.
+
+    ``dim <= LOW_DIMENSION``: ``init="multiscale"`` and ``epsilon_schedule="drag"`` with soft steps
+    to the end (``drag_hard_below=0``); otherwise ``init="gaussian"``, ``epsilon_schedule="constant"``
+    (the measurements behind the rule are in the module docstring). Explicit values are kept.
+    """
+    low = dim <= LOW_DIMENSION
+    changes = {}
+    if cfg.init == "auto":
+        changes["init"] = "multiscale" if low else "gaussian"
+    if cfg.epsilon_schedule == "auto":
+        changes["epsilon_schedule"] = "drag" if low else "constant"
+        if low:
+            changes["drag_hard_below"] = 0.0
+    return replace(cfg, **changes) if changes else cfg
 
 
 def epsilon_at(cfg: SolverConfig, step: int, epsilon: float, scale: float) -> float:
@@ -336,7 +374,7 @@ class SemidiscreteSolver:
 
         ``source(count, generator)`` draws source samples of dimension d (default N(0, I_d));
         a class-conditional fit draws ``[x, sqrt(beta) e_z]`` with z from the label
-        distribution (see :func:`sdfm.couplings.augment_with_labels`).
+        distribution (see :func:`sdfm.fm.couplings.augment_with_labels`).
 
         With ``checkpoint``, the solver state (iterate, average, momentum, random generator,
         curve) is written there atomically after every evaluation, and a run started with an
@@ -356,6 +394,7 @@ class SemidiscreteSolver:
         reducer = reducer if reducer is not None else Reducer()
         device = y.device
         n, d = y.shape
+        cfg = self.config = resolve_auto(cfg, d)
         b = reducer.target_weights(weights, n, device)
         log_b = b.log()
         gen = torch.Generator(device=device).manual_seed(seed)
@@ -377,8 +416,8 @@ class SemidiscreteSolver:
         eps_next = epsilon_at(cfg, state["step"] + 1, epsilon, scale)
         keys[:, d] = _key_column(state["g"], eps_next, log_b).to(keys.dtype)  # as each step writes it
         g, history = state["g"], state["history"]
-        bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"potential eps={epsilon:.3g}",
-                   disable=not cfg.progress or not reducer.is_main, leave=False)
+        bar = Progress(cfg.steps, f"potential eps={epsilon:.3g}", initial=state["step"],
+                       enabled=cfg.progress and reducer.is_main)
         step = state["step"]
         workspace = Workspace()  # one score buffer for every step and evaluation of this fit
         sd_last = history.get("chi2_sd", [0.0])[-1] if history.get("chi2_sd") else 0.0

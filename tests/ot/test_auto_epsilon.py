@@ -9,8 +9,9 @@ import ot
 import pytest
 import torch
 
-from sdfm.ot.auto_epsilon import choose_epsilon, conditional_entropy, entropy_curve, renormalised_entropy
-from sdfm.ot.batch import inner_product_cost
+from sdfm.ot.auto_epsilon import (choose_epsilon, conditional_entropy, entropy_curve, relative_entropy_at,
+                                  renormalised_entropy)
+from sdfm.ot.batch import inner_product_cost, sinkhorn_plan
 
 
 def _gaussian(n, d, seed=0):
@@ -81,6 +82,15 @@ def test_bisection_hits_the_target(criterion, target, d):
     assert choice.entropy - target <= 0.002 or curve(below) < target  # the smallest one, up to rtol
     assert choice.epsilon_abs == pytest.approx(choice.epsilon_rel * std)
     assert choice.curve["epsilon_rel"] == sorted(choice.curve["epsilon_rel"])
+
+
+def test_relative_entropy_at_takes_the_std_of_the_cost_by_default():
+    x, y = _gaussian(32, 2, seed=4)
+    cost = -(x @ y.T)
+    plan = sinkhorn_plan(cost, 0.3 * float(cost.std()), tol=1e-9, max_iter=100_000)
+    # the solve behind relative_entropy_at stops at marginal error 1e-5: its entropy is that close
+    assert relative_entropy_at(cost, 0.3) == pytest.approx(renormalised_entropy(plan), abs=1e-4)
+    assert relative_entropy_at(cost, 0.3) == relative_entropy_at(cost, 0.3, float(cost.std()))
 
 
 def test_bad_targets_are_refused():

@@ -51,3 +51,16 @@ def test_the_network_simplex_path_for_2d_batches_is_an_optimal_permutation():
     assert np.array_equal(np.sort(pairing), np.arange(len(pairing)))
     rows, cols = linear_sum_assignment(cost)
     assert cost[np.arange(len(pairing)), pairing].sum() == pytest.approx(cost[rows, cols].sum(), abs=1e-9)
+
+
+def test_relative_epsilon_is_eps_rel_times_the_sample_std_of_the_cost_entries():
+    # eps = eps_rel * std(C), C_ij = -<x0_i, x1_j>: the standard deviation of the n m entries (ddof 1),
+    # computed directly. The data is off-centre, so std(C) is far from other scales such as mean |C|.
+    gen = torch.Generator().manual_seed(3)
+    x0 = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+    x1 = torch.randn(30, 3, generator=gen, dtype=torch.float64) * torch.tensor([2.0, 1.0, 0.5]) + 1.5
+    cost = -(x0.numpy() @ x1.numpy().T)
+    expected = 0.07 * np.sqrt(((cost - cost.mean()) ** 2).sum() / (cost.size - 1))
+    assert relative_epsilon(0.07, x0, x1) == pytest.approx(expected, rel=1e-12)
+    assert relative_epsilon(0.07, x0.float(), x1.float()) == pytest.approx(expected, rel=1e-5)
+    assert abs(np.abs(cost).mean() / cost.std() - 1) > 0.2  # the definition matters on this batch

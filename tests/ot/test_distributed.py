@@ -63,10 +63,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _rank_main(rank: int, world: int, port: int, out: str) -> None:
+def _join(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+
+
+def _rank_main(rank: int, world: int, port: int, out: str) -> None:
+    _join(rank, world, port)
     try:
         y, weights, queries = _points()
         start, stop = shard_bounds(N, world, rank)
@@ -189,6 +193,36 @@ def test_eps_positive_sharded_draw_follows_the_global_softmax(sharded):
     assert counts[:, :3].sum() > 0 and counts[:, 3:].sum() > 0  # both shards win some draws
 
 
+def _three_rank_draws(rank: int, world: int, port: int, out: str) -> None:
+    _join(rank, world, port)
+    try:
+        ty, tg, tx = _tiny()
+        lo, hi = shard_bounds(6, world, rank)
+        shard = SemidiscretePotential(ty[lo:hi], tg[lo:hi], 0.5, torch.full((hi - lo,), 1 / 6, dtype=torch.float64))
+        draws = ShardedPotential(shard).assign(tx.repeat_interleave(DRAW_REPEATS, 0),
+                                               generator=torch.Generator().manual_seed(5))
+        torch.save(draws, os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_three_shards_draw_from_the_global_softmax(tmp_path):
+    """The shard is picked by Gumbel-max, ``argmax_r l_r + G_r``. With two ranks that cannot be told from
+    its mirror ``argmax_r l_r - G_r`` (the difference of two Gumbels is symmetric), so the two-rank draw
+    test above passes with either sign; with three shards of 2 points it cannot. Pearson's statistic over
+    4 queries x 6 points (20 degrees of freedom) must stay below its 1 - 1e-6 quantile."""
+    mp.spawn(_three_rank_draws, args=(3, _free_port(), str(tmp_path)), nprocs=3, join=True)
+    draws = [torch.load(tmp_path / f"rank{r}.pt") for r in range(3)]
+    assert all(torch.equal(d, draws[0]) for d in draws)
+    ty, tg, tx = _tiny()
+    probs = torch.softmax((tx @ ty.T + tg) / 0.5, dim=1)
+    counts = torch.stack([torch.bincount(row, minlength=6) for row in draws[0].view(4, DRAW_REPEATS)]).double()
+    expected = probs * DRAW_REPEATS
+    pearson = float(((counts - expected).square() / expected).sum())
+    assert pearson < chi2_distribution.isf(1e-6, 20), pearson
+
+
 def test_torchrun_cli_writes_the_potential_file_of_the_one_process_fit(tmp_path, monkeypatch):
     """``torchrun --nproc-per-node 2 -m sdfm.cli fit-potential ... --distributed`` on float32 data at
     eps > 0: rank 0 writes the file format of the one-process job (loadable against the data's
@@ -199,9 +233,9 @@ def test_torchrun_cli_writes_the_potential_file_of_the_one_process_fit(tmp_path,
     import sys
 
     from sdfm.data import load_prepared
-    from sdfm.jobs.common import JobContext
-    from sdfm.jobs.potential import absolute_epsilon
+    from sdfm.ot.problem import absolute_epsilon
     from sdfm.jobs.prepare import prepare_data_job
+    from sdfm.runtime import JobContext
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ctx = JobContext(experiment="sharded", results_dir=str(tmp_path / "results"), progress=False)

@@ -159,3 +159,7 @@ def test_pairing_quality_decomposes_the_full_space_cost():
     assert q["cost_reference"] < q["cost"] < q["cost_independent"]
     assert 0 < q["gain_retained"] < 1 and 0 < q["agreement"] < 1
     assert q["excess_cost"] == pytest.approx(q["cost"] - q["cost_reference"])
+    # the share of the OT gain over independent pairs that the PCA pairs keep; the share of equal pairs (eps = 0)
+    gain = (q["cost_independent"] - q["cost"]) / (q["cost_independent"] - q["cost_reference"])
+    assert q["gain_retained"] == pytest.approx(gain, rel=1e-12)
+    assert q["agreement"] == pytest.approx(float((index == full.assign(x)).double().mean()), rel=1e-12)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from sdfm.ot import SemidiscretePotential, fit_potential
+from sdfm.ot import SemidiscretePotential, SolverConfig, fit_potential
 
 
 def _exact_1d_potential(y_sorted: np.ndarray) -> np.ndarray:
@@ -112,3 +112,18 @@ def test_a_checkpoint_of_another_problem_is_refused(tmp_path, change):
     points = change.pop("points", 300)
     with pytest.raises(ValueError, match="ckpt.pt was written with other .*delete it"):
         fit_potential(y[:points], checkpoint=tmp_path / "ckpt.pt", **{**options, "steps": 200, **change})
+
+
+def test_auto_defaults_follow_the_dimension():
+    from sdfm.ot.solver import resolve_auto
+
+    low, high = resolve_auto(SolverConfig(), 2), resolve_auto(SolverConfig(), 64)
+    assert (low.init, low.epsilon_schedule, low.drag_hard_below) == ("multiscale", "drag", 0.0)
+    assert (high.init, high.epsilon_schedule, high.drag_hard_below) == ("gaussian", "constant", 0.05)
+    assert resolve_auto(SolverConfig(init="zero", epsilon_schedule="constant"), 2).init == "zero"
+    y = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    options = dict(steps=20, batch_size=64, eval_every=10, eval_batch=1024, progress=False)
+    auto = fit_potential(y, **options)
+    previous = fit_potential(y, init="gaussian", epsilon_schedule="constant", **options)
+    assert torch.equal(auto.g, previous.g)  # above 3 dimensions the defaults are the previous ones, bit for bit
+    assert fit_potential(y[:, :2], **options).history["config"]["epsilon_schedule"] == "drag"

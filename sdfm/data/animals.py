@@ -18,7 +18,7 @@ from sdfm.data.images import check_labels, image_dataset, split_indices
 from sdfm.data.options import as_bool, as_int
 from sdfm.data.safe_pickle import load_pickle
 
-__all__ = ["animal_data_dir", "build_animals"]
+__all__ = ["animal_data_dir", "build_animals", "check_animals_options"]
 
 DATA_FILE = "animal_data_version_3.gz"
 LABEL_FILE = "animal_label_version_3.gz"
@@ -38,6 +38,12 @@ def animal_data_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "Animal_MNIST"
 
 
+def check_animals_options(*, n_test, seed, flip) -> dict:
+    """The options as :func:`build_animals` uses them; an :class:`OptionError` for a bad one."""
+    return {"n_test": as_int("n_test", n_test, minimum=0), "seed": as_int("seed", seed, minimum=0),
+            "flip": as_bool("flip", flip)}
+
+
 def build_animals(*, n_test: int = 1000, seed: int = 0, flip: bool = False) -> Dataset:
     """Load Animal-MNIST as 1x28x28 images with labels 0..9.
 
@@ -49,8 +55,7 @@ def build_animals(*, n_test: int = 1000, seed: int = 0, flip: bool = False) -> D
     Returns:
         An ``"images"`` data set of shape (N, 1, 28, 28).
     """
-    n_test = as_int("n_test", n_test, minimum=0)
-    seed, flip = as_int("seed", seed, minimum=0), as_bool("flip", flip)
+    n_test, seed, flip = check_animals_options(n_test=n_test, seed=seed, flip=flip).values()
     folder = animal_data_dir()
     images = load_pickle(folder / DATA_FILE, compressed=True)
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:

@@ -23,7 +23,7 @@ from sdfm.data.images import from_uint8, to_uint8
 from sdfm.data.registry import build_dataset
 from sdfm.io import atomic_path
 
-__all__ = ["FORMAT_VERSION", "content_hash", "load_prepared", "prepare_dataset", "save_prepared"]
+__all__ = ["FORMAT_VERSION", "content_hash", "load_prepared", "prepare_dataset", "prepared_hash", "save_prepared"]
 
 FORMAT_VERSION = 1
 _ARRAYS = ("train", "test", "train_labels", "test_labels")
@@ -67,8 +67,11 @@ def save_prepared(dataset: Dataset, path: str | Path) -> str:
     return str(entries["sha256"])
 
 
-def prepare_dataset(name: str, path: str | Path, **options) -> str:
+def prepare_dataset(name: str, path: str | Path, /, **options) -> str:
     """Build data set ``name`` with ``options`` (see :func:`sdfm.data.build_dataset`) and cache it at ``path``.
+
+    ``name`` and ``path`` are positional-only, so a source's own ``path`` option (the folder of an
+    ``image_folder``, ``imagenet32``, ``cifar10`` ... set) travels in ``options`` without colliding.
 
     Returns:
         The SHA-256 content hash stored in the file.
@@ -91,6 +94,19 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     if missing:
         raise DataError(f"{path}: not a prepared data file (no {missing[0]!r} entry); delete it and prepare it again")
     return entries
+
+
+def prepared_hash(path: str | Path) -> str:
+    """The content hash stored in a cache file (read alone; :func:`load_prepared` verifies it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such prepared data file; run prepare_dataset (sdfm prepare-data) first")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return str(npz["sha256"])
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: no readable content hash ({type(error).__name__}); delete it and prepare it "
+                        f"again") from error
 
 
 def load_prepared(path: str | Path) -> Dataset:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from sdfm.data.archives import archive_hint
 from sdfm.data.dataset import DataError, Dataset
 from sdfm.data.images import check_labels, image_dataset
-from sdfm.data.options import as_bool, as_dir
+from sdfm.data.options import OptionError, as_bool, as_dir
 from sdfm.data.safe_pickle import load_pickle
 
-__all__ = ["build_cifar10", "read_cifar_batch"]
+__all__ = ["build_cifar10", "check_cifar10_options", "read_cifar_batch"]
 
 TRAIN_FILES = tuple(f"data_batch_{k}" for k in range(1, 6))
 TEST_FILE = "test_batch"
@@ -44,6 +45,23 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
+def check_cifar10_options(*, path, flip) -> dict:
+    """The options as :func:`build_cifar10` uses them (``path``: the folder of the batches).
+
+    Raises:
+        OptionError: ``path`` is no readable folder, or it lacks a batch file (with a hint to
+            extract the archive when the folder holds the download).
+    """
+    folder, flip = as_dir("path", path), as_bool("flip", flip)
+    if not (folder / TEST_FILE).exists() and (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    missing = [name for name in (*TRAIN_FILES, TEST_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise OptionError("path", f"{folder / missing[0]}: no such file; download CIFAR-10's python version there"
+                                  f"{archive_hint(folder)}")
+    return {"path": folder, "flip": flip}
+
+
 def build_cifar10(*, path: str | Path, flip: bool = False) -> Dataset:
     """Read CIFAR-10 from ``path``.
 
@@ -54,10 +72,7 @@ def build_cifar10(*, path: str | Path, flip: bool = False) -> Dataset:
     Returns:
         An ``"images"`` data set of shape (N, 3, 32, 32) with labels 0..9.
     """
-    folder = as_dir("path", path)
-    flip = as_bool("flip", flip)
-    if not (folder / TEST_FILE).exists() and (folder / "cifar-10-batches-py").is_dir():
-        folder = folder / "cifar-10-batches-py"
+    folder, flip = check_cifar10_options(path=path, flip=flip).values()
     batches = [read_cifar_batch(folder / name) for name in TRAIN_FILES]
     train = np.concatenate([images for images, _ in batches])
     train_labels = np.concatenate([labels for _, labels in batches])

@@ -8,7 +8,13 @@ from sdfm.data.dataset import Dataset
 from sdfm.data.images import check_labels, image_dataset, split_indices
 from sdfm.data.options import as_bool, as_int
 
-__all__ = ["build_digits"]
+__all__ = ["build_digits", "check_digits_options"]
+
+
+def check_digits_options(*, n_test, seed, flip) -> dict:
+    """The options as :func:`build_digits` uses them; an :class:`OptionError` for a bad one."""
+    return {"n_test": as_int("n_test", n_test, minimum=0), "seed": as_int("seed", seed, minimum=0),
+            "flip": as_bool("flip", flip)}
 
 
 def build_digits(*, n_test: int = 297, seed: int = 0, flip: bool = False) -> Dataset:
@@ -26,8 +32,7 @@ def build_digits(*, n_test: int = 297, seed: int = 0, flip: bool = False) -> Dat
     """
     from sklearn.datasets import load_digits
 
-    n_test = as_int("n_test", n_test, minimum=0)
-    seed, flip = as_int("seed", seed, minimum=0), as_bool("flip", flip)
+    n_test, seed, flip = check_digits_options(n_test=n_test, seed=seed, flip=flip).values()
     bunch = load_digits()
     grey = np.asarray(bunch.images, dtype=np.float64)
     images = np.rint(grey * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[:, None]

@@ -2,8 +2,9 @@
 
 Class ids are the positions of the subfolder names in sorted order; files lying directly in
 the root are then ignored. A folder without subfolders (e.g. CelebA's ``img_align_celeba``)
-is read as one unlabelled set. Every image is converted to grey or RGB, scaled so its shorter
-side is R and centre-cropped to R x R.
+is read as one unlabelled set. Every image is converted to grey or RGB (each PIL mode's value
+range scaled to 0..255: :mod:`sdfm.data.pixels`), scaled so its shorter side is R and
+centre-cropped to R x R.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from sdfm.data.archives import archive_hint
 from sdfm.data.dataset import DataError, Dataset
 from sdfm.data.images import image_dataset, split_indices
-from sdfm.data.options import as_bool, as_dir, as_fraction, as_int, as_optional_int
+from sdfm.data.options import OptionError, as_bool, as_dir, as_fraction, as_int, as_optional_int
+from sdfm.data.pixels import to_8bit
 
-__all__ = ["build_image_folder", "find_images", "read_image"]
+__all__ = ["build_image_folder", "check_image_folder_options", "find_images", "read_image"]
 
 
 def _image_suffixes() -> set[str]:
@@ -51,7 +54,8 @@ def find_images(root: Path) -> tuple[list[Path], np.ndarray | None, int | None]:
     if not classes:
         files = _images_in(root, suffixes)
         if not files:
-            raise DataError(f"{root}: no images and no class subfolders; put images there, one subfolder per class")
+            raise DataError(f"{root}: no images and no class subfolders; put images there, one subfolder per class"
+                            f"{archive_hint(root)}")
         return files, None, None
     files, labels = [], []
     for label, folder in enumerate(classes):
@@ -67,19 +71,33 @@ def read_image(path: Path, resolution: int, channels: int) -> np.ndarray:
     """Read ``path`` as a uint8 (channels, R, R) array, resized and centre-cropped.
 
     Raises:
-        DataError: PIL cannot decode the file.
+        DataError: PIL cannot decode the file, or its mode has no defined 8-bit conversion.
     """
     from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
+            image.load()
+            image = to_8bit(image, channels, str(path))
             image = ImageOps.fit(image, (resolution, resolution), method=Image.Resampling.LANCZOS)
+    except DataError:
+        raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         reason = f"{type(error).__name__}: {error}"
         raise DataError(f"{path}: not a readable image ({reason}); remove or replace it") from error
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def check_image_folder_options(*, path, resolution, channels, test_fraction, seed, flip, max_images) -> dict:
+    """The options as :func:`build_image_folder` uses them; an :class:`OptionError` for a bad one."""
+    channels = as_int("channels", channels, minimum=1)
+    if channels not in (1, 3):
+        raise OptionError("channels", f"option channels={channels}: give 1 (grey) or 3 (RGB)")
+    return {"path": as_dir("path", path), "resolution": as_int("resolution", resolution, minimum=1),
+            "channels": channels, "test_fraction": as_fraction("test_fraction", test_fraction),
+            "seed": as_int("seed", seed, minimum=0), "flip": as_bool("flip", flip),
+            "max_images": as_optional_int("max_images", max_images, minimum=1)}
 
 
 def build_image_folder(
@@ -106,14 +124,9 @@ def build_image_folder(
     Returns:
         An ``"images"`` data set of shape (N, channels, R, R); labelled when ``path`` has subfolders.
     """
-    root = as_dir("path", path)
-    resolution = as_int("resolution", resolution, minimum=1)
-    channels = as_int("channels", channels, minimum=1)
-    if channels not in (1, 3):
-        raise DataError(f"option channels={channels}: give 1 (grey) or 3 (RGB)")
-    test_fraction = as_fraction("test_fraction", test_fraction)
-    seed, flip = as_int("seed", seed, minimum=0), as_bool("flip", flip)
-    max_images = as_optional_int("max_images", max_images, minimum=1)
+    root, resolution, channels, test_fraction, seed, flip, max_images = check_image_folder_options(
+        path=path, resolution=resolution, channels=channels, test_fraction=test_fraction, seed=seed, flip=flip,
+        max_images=max_images).values()
     files, labels, num_classes = find_images(root)
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.permutation(len(files))[:max_images]) if max_images is not None else np.arange(len(files))

@@ -9,14 +9,14 @@ sometimes ``mean``, which is ignored. The validation set is the test split.
 from __future__ import annotations
 
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from sdfm.data.archives import archive_hint, load_npz
 from sdfm.data.dataset import DataError, Dataset
 from sdfm.data.images import check_labels, image_dataset
-from sdfm.data.options import as_bool, as_dir, as_optional_int
+from sdfm.data.options import OptionError, as_bool, as_dir, as_optional_int
 
 __all__ = ["IMAGENET_DATASETS", "ImageNetBuilder", "read_batch"]
 
@@ -38,12 +38,9 @@ def read_batch(path: Path, resolution: int, limit: int | None = None) -> tuple[n
             rows of the wrong size or type, or labels outside 1..1000.
     """
     if not path.is_file():
-        raise DataError(f"{path}: no such file; download the downsampled ImageNet batches there")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in ("data", "labels") if key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a readable npz ({type(error).__name__}: {error}); download it again") from error
+        raise DataError(f"{path}: no such file; download the downsampled ImageNet batches there"
+                        f"{archive_hint(path.parent)}")
+    arrays = load_npz(path, ("data", "labels"), "download the downsampled ImageNet batch again")
     if len(arrays) < 2:
         missing = sorted({"data", "labels"} - set(arrays))
         raise DataError(f"{path}: no {' or '.join(missing)} array in the npz; download the file again")
@@ -72,7 +69,8 @@ def _train_files(folder: Path) -> list[Path]:
         if match:
             numbered[int(match.group(1))] = path
     if not numbered:
-        raise DataError(f"{folder}: no train_data_batch_<k>.npz files; download the downsampled ImageNet batches there")
+        raise DataError(f"{folder}: no train_data_batch_<k>.npz files; download the downsampled ImageNet batches "
+                        f"there{archive_hint(folder)}")
     for k in range(1, max(numbered) + 1):
         if k not in numbered:
             gap = folder / f"train_data_batch_{k}.npz"
@@ -90,6 +88,20 @@ class ImageNetBuilder:
     def __repr__(self) -> str:
         return f"ImageNetBuilder({self.resolution})"
 
+    @staticmethod
+    def check_options(*, path, max_train, flip) -> dict:
+        """The options as the builder uses them; an :class:`OptionError` for a bad one or a folder without batches."""
+        folder = as_dir("path", path)
+        try:
+            _train_files(folder)
+        except DataError as error:
+            raise OptionError("path", str(error)) from None
+        if not (folder / VAL_FILE).is_file():
+            raise OptionError("path", f"{folder / VAL_FILE}: no such file; download the downsampled ImageNet "
+                                      f"validation batch there{archive_hint(folder)}")
+        return {"path": folder, "max_train": as_optional_int("max_train", max_train, minimum=1),
+                "flip": as_bool("flip", flip)}
+
     def __call__(self, *, path: str | Path, max_train: int | None = None, flip: bool = False) -> Dataset:
         """Read the batches in ``path``.
 
@@ -101,9 +113,7 @@ class ImageNetBuilder:
         Returns:
             An ``"images"`` data set of shape (N, 3, R, R) with labels 0..999.
         """
-        folder = as_dir("path", path)
-        max_train = as_optional_int("max_train", max_train, minimum=1)
-        flip = as_bool("flip", flip)
+        folder, max_train, flip = self.check_options(path=path, max_train=max_train, flip=flip).values()
         images, labels, count = [], [], 0
         for file in _train_files(folder):
             remaining = None if max_train is None else max_train - count

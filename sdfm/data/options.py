@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sdfm.data.dataset import DataError
 
-__all__ = ["as_bool", "as_dir", "as_fraction", "as_int", "as_optional_int"]
+__all__ = ["OptionError", "as_bool", "as_dir", "as_fraction", "as_int", "as_optional_int"]
+
+#: The largest count an option may hold (int64, what numpy and torch index with).
+MAX_INT = 2**63 - 1
+
+
+class OptionError(DataError):
+    """A bad data set option; ``option`` names it (a config check turns it into the option's config key)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -24,7 +36,9 @@ def as_int(name: str, value, *, minimum: int = 0) -> int:
         except (TypeError, ValueError):
             number = None
     if number is None or number < minimum:
-        raise DataError(f"option {name}={value!r}: give an integer >= {minimum}")
+        raise OptionError(name, f"option {name}={value!r}: give an integer >= {minimum}")
+    if number > MAX_INT:
+        raise OptionError(name, f"option {name}={value!r}: out of range; give an integer from {minimum} to {MAX_INT}")
     return number
 
 
@@ -41,7 +55,7 @@ def as_bool(name: str, value) -> bool:
         return value.strip().lower() in _TRUE
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise DataError(f"option {name}={value!r}: give true or false")
+    raise OptionError(name, f"option {name}={value!r}: give true or false")
 
 
 def as_fraction(name: str, value) -> float:
@@ -51,15 +65,19 @@ def as_fraction(name: str, value) -> float:
     except (TypeError, ValueError):
         number = -1.0
     if isinstance(value, bool) or not 0.0 <= number < 1.0:
-        raise DataError(f"option {name}={value!r}: give a fraction in [0, 1)")
+        raise OptionError(name, f"option {name}={value!r}: give a fraction in [0, 1)")
     return number
 
 
 def as_dir(name: str, value) -> Path:
-    """Return ``value`` as the path of an existing folder."""
-    if value is None or str(value) == "":
-        raise DataError(f"option {name} is required: give the folder that holds the data files")
+    """Return ``value`` as the path of an existing, readable folder."""
+    if value is None or not isinstance(value, (str, os.PathLike)) or str(value) == "":
+        raise OptionError(name, f"option {name}={value!r}: give the folder that holds the data files")
     path = Path(value).expanduser()
+    if path.is_file():
+        raise OptionError(name, f"{path}: a file, not a folder (option {name}); give the folder that holds it")
     if not path.is_dir():
-        raise DataError(f"{path}: no such folder (option {name}); download the data there or fix the path")
+        raise OptionError(name, f"{path}: no such folder (option {name}); download the data there or fix the path")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise OptionError(name, f"{path}: folder not readable (option {name}); allow reading it (chmod -R u+rX)")
     return path

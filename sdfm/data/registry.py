@@ -9,15 +9,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from sdfm.data.animals import build_animals
-from sdfm.data.cifar import build_cifar10
+from sdfm.data.animals import build_animals, check_animals_options
+from sdfm.data.arrays import build_arrays, check_arrays_options
+from sdfm.data.cifar import build_cifar10, check_cifar10_options
 from sdfm.data.dataset import DataError, Dataset
-from sdfm.data.digits import build_digits
-from sdfm.data.folder import build_image_folder
+from sdfm.data.digits import build_digits, check_digits_options
+from sdfm.data.folder import build_image_folder, check_image_folder_options
 from sdfm.data.imagenet import IMAGENET_DATASETS
+from sdfm.data.options import OptionError
 from sdfm.data.toy import TOY_DATASETS
 
-__all__ = ["DATASETS", "build_dataset", "dataset_options"]
+__all__ = ["DATASETS", "build_dataset", "check_options", "dataset_options"]
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     **TOY_DATASETS,
@@ -26,6 +28,18 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     **IMAGENET_DATASETS,
     "image_folder": build_image_folder,
     "cifar10": build_cifar10,
+    "arrays": build_arrays,
+}
+
+#: Each builder's own option checks, without loading data: every option (defaults filled in) -> their values.
+_OPTION_CHECKS: dict[str, Callable[..., dict]] = {
+    **{name: builder.check_options for name, builder in TOY_DATASETS.items()},
+    "digits": check_digits_options,
+    "animals": check_animals_options,
+    **{name: builder.check_options for name, builder in IMAGENET_DATASETS.items()},
+    "image_folder": check_image_folder_options,
+    "cifar10": check_cifar10_options,
+    "arrays": check_arrays_options,
 }
 
 
@@ -41,11 +55,11 @@ def dataset_options(name: str) -> dict[str, object]:
     return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-def build_dataset(name: str, **options) -> Dataset:
+def build_dataset(name: str, /, **options) -> Dataset:
     """Build data set ``name`` from its source (generated, shipped with a package, or read from files).
 
     Args:
-        name: a key of :data:`DATASETS`.
+        name: a key of :data:`DATASETS` (positional-only: a source may have an option ``name``).
         **options: the data set's options (see :func:`dataset_options`).
 
     Returns:
@@ -64,3 +78,27 @@ def build_dataset(name: str, **options) -> Dataset:
     if missing:
         raise DataError(f"data set {name!r} needs option {missing[0]!r}: give it, e.g. {missing[0]}=...")
     return _builder(name)(**options)
+
+
+def check_options(name: str, options: dict) -> dict:
+    """Check ``options`` of data set ``name`` as its builder will, without loading any data.
+
+    Option types and ranges, and for file-based sources the data folder (its kind, readability
+    and the files it must hold), are checked; the data itself is read only by the builder.
+
+    Returns:
+        Every option of the data set (defaults filled in) as the builder will use it.
+
+    Raises:
+        DataError: an unknown data set; :class:`OptionError` (naming the option): an unknown,
+            missing or bad option.
+    """
+    known = dataset_options(name)
+    for option in options:
+        if option not in known:
+            raise OptionError(option, f"unknown option {option!r} for data set {name!r}: its options are "
+                                      f"{', '.join(known) or 'none'}")
+    for option, default in known.items():
+        if default is inspect.Parameter.empty and option not in options:
+            raise OptionError(option, f"data set {name!r} needs option {option!r}: give it")
+    return _OPTION_CHECKS[name](**{key: options.get(key, default) for key, default in known.items()})

@@ -74,6 +74,12 @@ class ToyBuilder:
     def __repr__(self) -> str:
         return f"ToyBuilder({self.name!r})"
 
+    @staticmethod
+    def check_options(*, n_train, n_test, seed) -> dict:
+        """The options as the builder uses them; an :class:`OptionError` for a bad one."""
+        return {"n_train": as_int("n_train", n_train, minimum=1), "n_test": as_int("n_test", n_test, minimum=0),
+                "seed": as_int("seed", seed, minimum=0)}
+
     def __call__(self, *, n_train: int = 5000, n_test: int = 2000, seed: int = 0) -> Dataset:
         """Draw the data set.
 
@@ -85,9 +91,8 @@ class ToyBuilder:
         Returns:
             A ``"points"`` data set of float32 (n, 2) coordinates, without labels.
         """
-        n_train = as_int("n_train", n_train, minimum=1)
-        n_test = as_int("n_test", n_test, minimum=0)
-        rng = np.random.default_rng(as_int("seed", seed, minimum=0))
+        n_train, n_test, seed = self.check_options(n_train=n_train, n_test=n_test, seed=seed).values()
+        rng = np.random.default_rng(seed)
         train, test = self._sample(rng, n_train), self._sample(rng, n_test)
         if not (np.isfinite(train).all() and np.isfinite(test).all()):
             raise DataError(f"toy data set {self.name!r} drew non-finite points; report this as a bug")

@@ -7,6 +7,8 @@ import torch
 
 import sdfm.data
 from sdfm.data import DATASETS, DataError, Dataset, build_dataset
+from sdfm.data.options import OptionError
+from sdfm.data.registry import check_options, dataset_options
 
 
 def _points(n: int = 5, d: int = 2, **overrides) -> Dataset:
@@ -82,3 +84,20 @@ def test_string_options_from_a_command_line():
     assert build_dataset("digits", flip="true").train.shape[0] == 3000
     with pytest.raises(DataError, match="flip='maybe'"):
         build_dataset("digits", flip="maybe")
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_every_builder_checks_its_options_without_loading(name, tmp_path):
+    """check_options runs the builder's own checks (the config's, before any job) and names the bad option."""
+    known = dataset_options(name)
+    if "path" in known:  # file-based: the folder (or, for arrays, the file) is checked, nothing is read
+        with pytest.raises(OptionError, match="no such (folder|file)") as error:
+            check_options(name, {"path": str(tmp_path / "missing")})
+        assert error.value.option == "path"
+        return
+    count = next(key for key in ("n_train", "n_test") if key in known)
+    with pytest.raises(OptionError, match=f"option {count}='5k'") as error:
+        check_options(name, {count: "5k"})
+    assert error.value.option == count
+    checked = check_options(name, {count: "12"})
+    assert checked[count] == 12 and set(checked) == set(known)

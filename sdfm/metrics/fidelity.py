@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torch_fidelity
@@ -27,7 +28,8 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from sdfm.metrics.feature_net import load_feature_net
 
-__all__ = ["frechet_distance", "to_uint8_rgb", "FeatureNetExtractor", "FEATURENET_EXTRACTOR"]
+__all__ = ["frechet_distance", "feature_distances", "ImageFeatures", "to_uint8_rgb", "FeatureNetExtractor",
+           "FEATURENET_EXTRACTOR"]
 
 FEATURENET_EXTRACTOR = "sdfm-featurenet"
 _INCEPTION = "inception-v3-compat"
@@ -109,6 +111,108 @@ def _weights_file(path: str | Path | None, what: str, argument: str) -> str:
     return str(path)
 
 
+class ImageFeatures:
+    """One feature space of image sets: the extractor is loaded once, then applied to any number of sets.
+
+    Args:
+        feature_extractor: ``"inception-v3-compat"`` (FID: pool3, 2048-d) or ``"featurenet"``
+            (the FeatureNet embedding).
+        feature_net_path: FeatureNet file from ``save_feature_net`` (for ``"featurenet"``).
+        inception_weights_path: local copy of torch-fidelity's
+            ``weights-inception-2015-12-05-6726825d.pth`` (for Inception; required).
+        batch_size: images per feature-extraction batch.
+        cuda: run the extractor on CUDA (default: when available).
+
+    Raises:
+        ValueError: unknown extractor, or a missing weights file (named in the message).
+    """
+
+    def __init__(self, feature_extractor: str = "inception-v3-compat", *, feature_net_path: str | Path | None = None,
+                 inception_weights_path: str | Path | None = None, batch_size: int = 64,
+                 cuda: bool | None = None) -> None:
+        if feature_extractor not in _EXTRACTORS:
+            raise ValueError(f"feature_extractor must be one of {sorted(_EXTRACTORS)}, got {feature_extractor!r}")
+        if feature_extractor == "featurenet":
+            weights = _weights_file(feature_net_path, "feature_extractor='featurenet'", "feature_net_path")
+        else:
+            weights = _weights_file(inception_weights_path, f"feature_extractor={_INCEPTION!r}",
+                                    "inception_weights_path")
+        self.name, self.weights = _EXTRACTORS[feature_extractor], weights
+        self.cuda = torch.cuda.is_available() if cuda is None else cuda
+        self.batch_size = batch_size
+        self.layer = FEATURE_EXTRACTORS_REGISTRY[self.name].get_default_feature_layer_for_metric("fid")
+        self._extractor = None
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """(n, F) float32 features (on the CPU) of (n, 1 or 3, H, W) images in [-1, 1]: one pass of the extractor.
+
+        The images are quantised to uint8 RGB first (:func:`to_uint8_rgb`), the input of every
+        torch-fidelity extractor.
+        """
+        from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+        if self._extractor is None:
+            self._extractor = create_feature_extractor(self.name, [self.layer], cuda=self.cuda, verbose=False,
+                                                       feature_extractor_weights_path=self.weights)
+        features = get_featuresdict_from_dataset(_Uint8Images(to_uint8_rgb(images)), self._extractor,
+                                                 self.batch_size, self.cuda, save_cpu_ram=True, verbose=False)
+        return features[self.layer]
+
+
+def feature_distances(generated: Tensor, reference: Tensor | None = None, *, mu: np.ndarray | None = None,
+                      sigma: np.ndarray | None = None, kid: bool = False, prc: bool = False,
+                      prc_k: int = 3) -> dict[str, float]:
+    """Frechet distance (and optionally KID, precision and recall) between two feature sets.
+
+    FD is ``|mu_g - mu_r|^2 + tr(S_g) + tr(S_r) - 2 tr((S_g S_r)^(1/2))``
+    (:func:`sdfm.metrics.frechet.frechet_distance_to_gaussian`), with the reference's ``mu`` and
+    ``sigma`` when given (precomputed statistics), else those of ``reference``. KID is the
+    unbiased squared MMD with the cubic polynomial kernel, averaged over 100 subsets of
+    ``min(1000, n_generated, n_reference)`` features (torch-fidelity's). Precision and recall are
+    the improved k-NN ones of Kynkaanniemi et al. (2019) (torch-fidelity's PRC, the definition of
+    :func:`sdfm.metrics.precision_recall`): with ``r_k(phi)`` the distance from ``phi`` to its k-th
+    nearest neighbour in its own set, precision is the share of generated features within ``r_k``
+    of some real one, recall the share of real features within ``r_k`` of some generated one. The
+    k-NN radii depend on the set sizes, so they use the first ``m = min(n_generated, n_reference)``
+    features of each set.
+
+    Args:
+        generated: (n, F) features of the generated images.
+        reference: (n', F) features of the reference images (needed by KID and PRC, and by FD
+            without ``mu`` / ``sigma``).
+        mu, sigma: the reference's feature mean (F,) and covariance (F, F).
+
+    Returns:
+        ``{"fd": ...}`` plus ``"kid"`` and ``"precision"``, ``"recall"`` when asked for.
+    """
+    from torch_fidelity.metric_kid import kid_features_to_metric
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    from sdfm.metrics.frechet import frechet_distance_to_gaussian, gaussian_statistics
+
+    if reference is None and (kid or prc or mu is None or sigma is None):
+        raise ValueError("reference features are needed for kid, precision / recall, or without mu and sigma")
+    n_ref = len(reference) if reference is not None else None
+    if len(generated) < 2 or (n_ref is not None and n_ref < 2):
+        raise ValueError("both image sets need at least 2 images")
+    m = min(len(generated), n_ref) if n_ref is not None else len(generated)
+    if prc and m <= prc_k:
+        raise ValueError(f"precision/recall with k={prc_k} need more than {prc_k} images in each set, got {m}")
+    if mu is None or sigma is None:
+        mu, sigma = gaussian_statistics(reference)
+    out = {"fd": frechet_distance_to_gaussian(generated, mu, sigma)}
+    if kid:
+        values = kid_features_to_metric(generated, reference, kid_subset_size=min(1000, len(generated), n_ref),
+                                        verbose=False)
+        out["kid"] = float(values[torch_fidelity.KEY_METRIC_KID_MEAN])
+    if prc:
+        values = prc_features_to_metric(generated[:m], reference[:m], prc_neighborhood=prc_k, save_cpu_ram=True,
+                                        verbose=False)
+        out["precision"] = float(values[torch_fidelity.KEY_METRIC_PRECISION])
+        out["recall"] = float(values[torch_fidelity.KEY_METRIC_RECALL])
+    return out
+
+
 def frechet_distance(
     generated: Tensor,
     reference: Tensor,
@@ -124,31 +228,19 @@ def frechet_distance(
 ) -> dict[str, float]:
     """Frechet distance (and optionally KID, precision and recall) between two image sets via torch-fidelity.
 
-    Images are quantised to uint8 RGB (grey repeated to 3 channels) and handed to
-    ``torch_fidelity.calculate_metrics`` as Datasets, with ``save_cpu_ram=True`` and caching off.
-    FD is ``|mu_g - mu_r|^2 + tr(S_g) + tr(S_r) - 2 tr((S_g S_r)^(1/2))`` on the features; KID
-    is the unbiased squared MMD with the cubic polynomial kernel, averaged over 100 subsets of
-    ``min(1000, n_generated, n_reference)`` images. Precision and recall (``prc``) are the
-    improved k-NN ones of Kynkaanniemi et al. (2019) in the same features (torch-fidelity's PRC,
-    the definition of :func:`sdfm.metrics.precision_recall`): with ``r_k(phi)`` the distance from
-    ``phi`` to its k-th nearest neighbour in its own set, precision is the share of generated
-    features within ``r_k`` of some real one, recall the share of real features within ``r_k``
-    of some generated one. The k-NN radii depend on the set sizes, so they are computed on the
-    first ``m = min(n_generated, n_reference)`` images of each set (one extra feature pass when
-    the sizes differ).
+    Images are quantised to uint8 RGB (grey repeated to 3 channels) and passed once each through
+    the extractor (:class:`ImageFeatures`); the distances are :func:`feature_distances` of the
+    two feature sets. To score many sample sets against one reference, extract the reference's
+    features (or statistics) once and call :func:`feature_distances` instead.
 
     Args:
         generated: (B, 1 or 3, H, W) float images in [-1, 1].
         reference: (B', 1 or 3, H, W) float images in [-1, 1].
-        feature_extractor: ``"inception-v3-compat"`` (FID) or ``"featurenet"``.
-        feature_net_path: FeatureNet file from ``save_feature_net`` (for ``"featurenet"``).
-        inception_weights_path: local copy of torch-fidelity's
-            ``weights-inception-2015-12-05-6726825d.pth`` (for Inception; required).
-        batch_size: images per feature-extraction batch.
+        feature_extractor, feature_net_path, inception_weights_path, batch_size, cuda: as in
+            :class:`ImageFeatures`.
         kid: also compute KID.
         prc: also compute precision and recall.
         prc_k: neighbourhood size k of their manifold estimate (3, as in the paper).
-        cuda: run the extractor on CUDA (default: when available).
 
     Returns:
         ``{"fd": ...}`` plus ``"kid"`` when ``kid=True`` and ``"precision"``, ``"recall"`` when
@@ -158,43 +250,11 @@ def frechet_distance(
     Raises:
         ValueError: unknown extractor, or a missing weights file (named in the message).
     """
-    if feature_extractor not in _EXTRACTORS:
-        raise ValueError(f"feature_extractor must be one of {sorted(_EXTRACTORS)}, got {feature_extractor!r}")
-    if feature_extractor == "featurenet":
-        weights = _weights_file(feature_net_path, "feature_extractor='featurenet'", "feature_net_path")
-    else:
-        weights = _weights_file(inception_weights_path, f"feature_extractor={_INCEPTION!r}", "inception_weights_path")
-    gen_u8, ref_u8 = to_uint8_rgb(generated), to_uint8_rgb(reference)
-    if len(gen_u8) < 2 or len(ref_u8) < 2:
+    features = ImageFeatures(feature_extractor, feature_net_path=feature_net_path,
+                             inception_weights_path=inception_weights_path, batch_size=batch_size, cuda=cuda)
+    if len(generated) < 2 or len(reference) < 2:
         raise ValueError("both image sets need at least 2 images")
-    options = dict(
-        input1=_Uint8Images(gen_u8),
-        input2=_Uint8Images(ref_u8),
-        fid=True,
-        kid=kid,
-        feature_extractor=_EXTRACTORS[feature_extractor],
-        feature_extractor_weights_path=weights,
-        cuda=torch.cuda.is_available() if cuda is None else cuda,
-        batch_size=batch_size,
-        save_cpu_ram=True,
-        cache=False,
-        verbose=False,
-    )
-    if kid:
-        options["kid_subset_size"] = min(1000, len(gen_u8), len(ref_u8))
-    m = min(len(gen_u8), len(ref_u8))
+    m = min(len(generated), len(reference))
     if prc and m <= prc_k:
         raise ValueError(f"precision/recall with k={prc_k} need more than {prc_k} images in each set, got {m}")
-    same_size = len(gen_u8) == len(ref_u8)
-    metrics = torch_fidelity.calculate_metrics(**options, prc=prc and same_size, prc_neighborhood=prc_k)
-    if prc and not same_size:  # equal-size subsets: the k-NN radii depend on the set sizes
-        subsets = dict(options, input1=_Uint8Images(gen_u8[:m]), input2=_Uint8Images(ref_u8[:m]), fid=False,
-                       kid=False)
-        metrics.update(torch_fidelity.calculate_metrics(**subsets, prc=True, prc_neighborhood=prc_k))
-    out = {"fd": float(metrics[torch_fidelity.KEY_METRIC_FID])}
-    if kid:
-        out["kid"] = float(metrics[torch_fidelity.KEY_METRIC_KID_MEAN])
-    if prc:
-        out["precision"] = float(metrics[torch_fidelity.KEY_METRIC_PRECISION])
-        out["recall"] = float(metrics[torch_fidelity.KEY_METRIC_RECALL])
-    return out
+    return feature_distances(features(generated), features(reference), kid=kid, prc=prc, prc_k=prc_k)

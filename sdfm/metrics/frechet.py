@@ -8,6 +8,14 @@ the squared Wasserstein-2 distance between ``N(mu_a, S_a)`` and ``N(mu_b, S_b)``
 2017). Computed in float64 with ``scipy.linalg.sqrtm``; when the square root is not finite (a
 near-singular product, e.g. fewer samples than dimensions) ``eps I`` is added to both
 covariances and the root recomputed. The (numerically tiny) imaginary part is dropped.
+
+:func:`frechet_distance_to_gaussian` takes the samples' features themselves and the reference's
+statistics. It uses that ``S_a S_b`` is similar to the symmetric PSD ``S_a^(1/2) S_b S_a^(1/2)``, so
+``tr((S_a S_b)^(1/2)) = sum_i sqrt(lambda_i)`` over the eigenvalues of a symmetric matrix: with
+``A`` the (n, d) centred features over ``sqrt(n - 1)`` (``S_a = A^T A``), the nonzero eigenvalues of
+``A^T A S_b`` are those of the n x n matrix ``A S_b A^T`` (n <= d), else of ``R S_b R`` with
+``R = S_a^(1/2)`` from ``eigh``. Exact, and a small symmetric eigenproblem instead of a general one
+on d x d (2048 x 2048 for Inception: a minute on two cores when the product is singular).
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ import numpy as np
 import scipy.linalg
 from torch import Tensor
 
-__all__ = ["frechet_distance_features", "gaussian_statistics", "frechet_distance_gaussians"]
+__all__ = ["frechet_distance_features", "frechet_distance_to_gaussian", "gaussian_statistics",
+           "frechet_distance_gaussians"]
 
 
 def gaussian_statistics(feats: np.ndarray | Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -62,3 +71,33 @@ def frechet_distance_features(feats_a: np.ndarray | Tensor, feats_b: np.ndarray 
         caller's to record in the metric name.
     """
     return frechet_distance_gaussians(*gaussian_statistics(feats_a), *gaussian_statistics(feats_b))
+
+
+def frechet_distance_to_gaussian(feats: np.ndarray | Tensor, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """Frechet distance between the Gaussian fitted to (n, d) features and ``N(mu, sigma)``.
+
+    The same number as ``frechet_distance_gaussians(*gaussian_statistics(feats), mu, sigma)``,
+    computed through a symmetric eigenproblem of size min(n, d) (see the module docstring);
+    rounding-level negative eigenvalues count as 0.
+    """
+    if isinstance(feats, Tensor):
+        feats = feats.detach().cpu().numpy()
+    feats = np.asarray(feats, dtype=np.float64)
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    if feats.ndim != 2 or len(feats) < 2:
+        raise ValueError(f"features must be (n, d) with n >= 2, got shape {feats.shape}")
+    n, d = feats.shape
+    if mu.shape != (d,) or sigma.shape != (d, d):
+        raise ValueError(f"statistics of shape {mu.shape}/{sigma.shape} do not match features of dimension {d}")
+    mean = feats.mean(axis=0)
+    factor = (feats - mean) / np.sqrt(n - 1)  # S_a = factor^T factor
+    if n <= d:
+        inner = factor @ sigma @ factor.T
+    else:
+        values, vectors = np.linalg.eigh(factor.T @ factor)
+        root = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+        inner = root @ sigma @ root
+    eigenvalues = np.linalg.eigvalsh((inner + inner.T) / 2)
+    trace_root = float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+    diff = mean - mu
+    return float(diff @ diff + np.square(factor).sum() + np.trace(sigma) - 2.0 * trace_root)

@@ -99,7 +99,7 @@ class UNetVelocity(nn.Module):
         num_classes: number of labels for a class-conditional model; the null class is index
             ``num_classes``.
         class_dropout: probability of replacing a label by the null class during training; the
-            model only stores it (the training loop draws the mask, see ``sdfm.objectives``).
+            model only stores it (the training loop draws the mask, see ``sdfm.fm.objectives``).
         mean_flow: also condition on the start time r (MeanFlow).
         cond_channels: channels of an image condition (super-resolution: the low-resolution
             image), 0 for none. The condition, (B, cond_channels * h * w) flat or

@@ -6,17 +6,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from sdfm.artifacts import METRIC_COLUMNS, read_metrics
 from sdfm.io import atomic_path
-from sdfm.jobs.evaluate import METRIC_COLUMNS
 
 __all__ = ["aggregate_metrics"]
 
 
 def aggregate_metrics(inputs: list[str | Path], out: str | Path) -> pd.DataFrame:
-    """Read each evaluation CSV, check its columns, and write one sorted tidy table."""
+    """Read each evaluation CSV, check its columns, and write one sorted tidy table.
+
+    A run's CSV written before the ``epsilon_label`` column gets it from ``epsilon`` (:func:`sdfm.artifacts.read_metrics`).
+    """
     frames = []
     for path in inputs:
-        frame = pd.read_csv(path)
+        frame = read_metrics(path)
         missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"{path} lacks the columns {missing}: re-run its evaluate job")

@@ -1,6 +1,6 @@
 """Job ``evaluate``: sample a trained model at each (solver, NFE) and score it against held-out data.
 
-Rows of the tidy table (DESIGN.md, Artifacts) name their metric by what it measures:
+Rows of the tidy table (columns :data:`sdfm.artifacts.METRIC_COLUMNS`) name their metric by what it measures:
 
 - ``w2``, ``energy``: on (flattened) samples vs the first ``n`` held-out points;
 - ``curvature``: excess length of the Euler-32 paths (the same for every solver and NFE);
@@ -18,7 +18,15 @@ A super-resolution model (trained with ``superres``) is sampled once per held-ou
 1 and 2. A conditional model is sampled with labels drawn uniformly from its classes at each
 classifier-free guidance scale w; rows with w != 1 get the solver name ``<solver>@g=<w>``
 (e.g. ``euler@g=2.0``), so the table keeps its columns. Image sets also get a sample grid PNG
-per (solver, NFE, w) under ``<run dir>/samples/``, logged as MLflow artifacts.
+per (solver, NFE, w) under ``<run dir>/samples/``, logged as MLflow artifacts; with
+``save_samples: true`` every generated image too, as ``<run dir>/samples/<solver>_nfe<NFE>[_g<w>].npz``
+(:func:`save_sample_array`: ``arr_0`` uint8 NHWC RGB, ``arr_1`` the labels of conditional samples,
+the layout the OpenAI / guided-diffusion FID evaluator and other FID tools read).
+
+The reference side of ``fid`` (Inception features of the test split) comes from the
+``fid_reference`` job's statistics file (``fid_reference``), checked against the data's hash and
+the weights' SHA-256; every feature space makes at most one pass over the test split per job
+(:class:`sdfm.metrics.image_scores.ImageScorer`).
 """
 
 from __future__ import annotations
@@ -28,20 +36,22 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from sdfm.artifacts import METRIC_COLUMNS, epsilon_label
 from sdfm.data import load_prepared
+from sdfm.fm.sampling import DOPRI5_TOL, generate, guided_velocity, integrate
 from sdfm.io import atomic_path
-from sdfm.jobs.common import JobContext, pick_device
-from sdfm.jobs.train import load_trained
 from sdfm.metrics import energy_distance, path_curvature, wasserstein2
-from sdfm.sampling import DOPRI5_TOL, generate, guided_velocity, integrate
+from sdfm.models.checkpoint import load_trained
+from sdfm.runtime import JobContext, pick_device
+from sdfm.progress import Progress
 from sdfm.tracking import job_run
 
-__all__ = ["evaluate_run", "METRIC_COLUMNS", "MEANFLOW_NFE", "solver_label", "save_sample_grid"]
+__all__ = ["evaluate_run", "MEANFLOW_NFE", "solver_label", "save_sample_array", "save_sample_grid"]
 
-#: Columns of the tidy results table (DESIGN.md, Artifacts).
-METRIC_COLUMNS = ["dataset", "method", "epsilon", "batch_size", "seed", "solver", "nfe", "metric", "value"]
 #: The NFE at which a MeanFlow model is sampled with its own one- and two-step maps.
 MEANFLOW_NFE = (1, 2)
+#: Noise paths (Euler, 32 steps) of the curvature metric, unless ``evaluate.curvature_samples`` says otherwise.
+CURVATURE_SAMPLES = 512
 #: Neighbourhood size k of the precision / recall manifolds (Kynkaanniemi et al. 2019).
 PRC_K = 3
 
@@ -71,30 +81,6 @@ def _grid(settings: dict):
             yield from ((solver, nfe) for nfe in settings["nfe"])
 
 
-def _image_scores(samples, reference, metrics, dataset, feature_net_path, inception_weights, device) -> dict:
-    """``{metric name: value}`` for the requested Frechet / kernel distances of image samples."""
-    from sdfm.metrics import frechet_distance
-
-    kid = "kid" in metrics
-    prc = "precision" in metrics or "recall" in metrics
-    extras = [m for m in ("kid", "precision", "recall") if m in metrics]  # in the same feature space
-    cuda = device.type == "cuda"
-    out = {}
-    if "fd" in metrics:
-        if feature_net_path is None:
-            raise ValueError("metric 'fd' needs the data set's FeatureNet (--feature-net, from train-feature-net)")
-        values = frechet_distance(samples, reference, feature_extractor="featurenet",
-                                  feature_net_path=feature_net_path, kid=kid, prc=prc, prc_k=PRC_K, cuda=cuda)
-        out[f"fd_{dataset}"] = values["fd"]
-        out.update({f"{m}_{dataset}": values[m] for m in extras})
-    if "fid" in metrics:
-        values = frechet_distance(samples, reference, feature_extractor="inception-v3-compat",
-                                  inception_weights_path=inception_weights, kid=kid, prc=prc, prc_k=PRC_K, cuda=cuda)
-        out["fid"] = values["fd"]
-        out.update({m: values[m] for m in extras})
-    return out
-
-
 def save_sample_grid(samples: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None,
                      count: int = 64, nrow: int = 8) -> Path:
     """Write the first ``count`` images (sorted by label when given) as one PNG grid, atomically.
@@ -119,6 +105,27 @@ def save_sample_grid(samples: torch.Tensor, path: str | Path, labels: torch.Tens
     return path
 
 
+def save_sample_array(samples: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None) -> Path:
+    """Write every image of ``samples`` (in [-1, 1]) as a uint8 ``.npz`` FID tools read, atomically.
+
+    ``arr_0``: (N, H, W, 3) uint8 RGB, ``round((x + 1) 127.5)`` (grey repeated to 3 channels, the
+    images our own FID scores); ``arr_1``: the (N,) int64 class labels, for conditional samples.
+    """
+    import numpy as np
+
+    from sdfm.metrics.fidelity import to_uint8_rgb
+
+    arrays = {"arr_0": to_uint8_rgb(samples).permute(0, 2, 3, 1).contiguous().numpy()}
+    if labels is not None:
+        arrays["arr_1"] = labels[: len(samples)].detach().cpu().to(torch.int64).numpy()
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+# Long (110 lines): the sampling loop over (solver, NFE, guidance) with its scores, sample files and MLflow
+# calls in one place; to be split into the sample grid and the scoring of one sample set (ARCHITECTURE.md).
 def evaluate_run(
     data_path: str | Path,
     model_path: str | Path,
@@ -132,19 +139,22 @@ def evaluate_run(
     ctx: JobContext,
     device: str | None = None,
     feature_net_path: str | Path | None = None,
+    fid_reference: str | Path | None = None,
 ) -> pd.DataFrame:
     """Write the tidy rows (one per solver, NFE, guidance and metric) of one trained run to ``out`` (CSV).
 
     Args:
         settings: the merged ``evaluate`` settings (solvers, nfe, n_samples, metrics, guidance,
-            inception_weights, dopri5_tol).
+            inception_weights, inception_sha256, dopri5_tol, save_samples).
         feature_net_path: the data set's FeatureNet file (needed by metric ``fd``).
+        fid_reference: the fid_reference job's statistics of the test split (metric ``fid``; without
+            it the job extracts them itself, once).
     """
     device = pick_device(device)
     data = load_prepared(data_path)
     model, state = load_trained(model_path, device)
-    eps_label = "auto" if epsilon_rel == "auto" else f"{epsilon_rel:g}"
-    if epsilon_rel == "auto":  # the rows hold the number the potential job chose (sdfm.jobs.auto_epsilon)
+    eps_label = epsilon_label(epsilon_rel)
+    if epsilon_rel == "auto":  # the rows hold the number the potential job chose (sdfm.ot.auto_epsilon)
         if not state.get("epsilon_auto"):
             raise ValueError(f"{model_path} was not trained with epsilon 'auto': pass its numeric epsilon")
         epsilon_rel = float(state["epsilon_rel"])
@@ -160,9 +170,9 @@ def evaluate_run(
     if num_classes is not None:
         labels = torch.randint(num_classes, (n,), generator=torch.Generator().manual_seed(seed + 11))
     scales = [float(g) for g in settings.get("guidance", [1.0])] if labels is not None else [1.0]
-    superres = state.get("superres")  # super-resolution: sample y given z = avgpool_f(test y) (sdfm.superres)
+    superres = state.get("superres")  # super-resolution: sample y given z = avgpool_f(test y) (sdfm.fm.superres)
     if superres:
-        from sdfm import superres as sr
+        from sdfm.fm import superres as sr
 
         n = n_ref = min(n, reference.shape[0])
         cond, factor = sr.low_res(reference[:n], int(superres["factor"])), int(superres["factor"])
@@ -170,52 +180,69 @@ def evaluate_run(
     metrics = settings["metrics"]
     sample_metrics = [m for m in metrics if m in ("w2", "energy")]
     image_metrics = [m for m in metrics if m in ("fd", "fid", "kid", "precision", "recall")]
+    scorer = _image_scorer(data_path, reference, image_metrics, dataset, settings, device, feature_net_path,
+                           fid_reference) if image_metrics else None
     run_dir = Path(out).parent
     rows, curvatures = [], {}
     key = {"stage": "evaluate", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed,
            "settings": settings, "model": str(Path(model_path).resolve())}
     tags = {"stage": "evaluate", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed}
+    if eps_label == "auto":
+        tags["epsilon_auto"] = True
+    if state.get("epsilon_abs") is not None:  # SD-FM: its potential's absolute epsilon
+        tags["epsilon_abs"] = state["epsilon_abs"]
     name = f"evaluate/{dataset}/{method}/eps{eps_label}/seed{seed}"
-    with job_run(ctx.experiment, name, key, tags, ctx.results_dir) as run:
+    with job_run(ctx.experiment, name, key, tags, ctx.results_dir, data_path) as run:
         params = {"n_samples": n, "solvers": ",".join(settings["solvers"]), "nfe": ",".join(map(str, settings["nfe"]))}
         if labels is not None:
             params["guidance"] = ",".join(map(str, scales))
         run.log_params(params)
-        for solver, nfe in _grid(settings):
-            for scale in (scales if solver != "meanflow" else [1.0]):  # MeanFlow maps take no guidance
-                if superres:
-                    samples, used = sr.sample_superres(model, cond, data.sample_shape, solver=solver, nfe=nfe,
-                                                       seed=seed, device=device, tol=settings.get("dopri5_tol"))
-                else:
-                    samples, used = generate(model, n, data.sample_shape, solver=solver, nfe=nfe, labels=labels,
-                                             guidance=scale, seed=seed, device=device,
-                                             tol=settings.get("dopri5_tol", DOPRI5_TOL))
-                label = solver_label(solver, scale)
-                values = {}
-                for metric in sample_metrics:
-                    values[metric] = _score(metric, samples[:n_ref], reference[:n_ref], seed)
-                if "curvature" in metrics:
-                    if scale not in curvatures and superres:  # the paths of the first 512 test conditions
-                        bound = sr.ConditionedVelocity(model, cond[:512].to(device))
-                        curvatures[scale] = _curvature(bound, data.sample_shape, seed, device, n=len(bound.cond))
-                    if scale not in curvatures:
-                        curvatures[scale] = _curvature(model, data.sample_shape, seed, device, labels, scale)
-                    values["curvature"] = curvatures[scale]
-                if image_metrics:
-                    values.update(_image_scores(samples, reference, image_metrics, dataset, feature_net_path,
-                                                settings.get("inception_weights"), device))
-                if superres:
-                    values.update(sr.superres_scores(samples, reference[:n], metrics))
-                    sr.save_panel(run_dir / "superres", f"{solver}_nfe{used}", samples)
-                order = [m for m in metrics if m in values] + [m for m in values if m not in metrics]
-                for metric in order:
-                    rows.append([dataset, method, epsilon_rel, batch_size, seed, label, used, metric, values[metric]])
-                mlflow_suffix = solver if scale == 1.0 else f"{solver}_g{scale:g}"
-                run.log_metrics({f"{metric}_{mlflow_suffix}": value for metric, value in values.items()}, step=used)
-                if images:
-                    stem = f"{solver}_nfe{used}" + ("" if scale == 1.0 else f"_g{scale:g}")
-                    grid = save_sample_grid(samples, run_dir / "samples" / f"{stem}.png", labels)
-                    run.log_artifact(grid, "samples")
+        # every (solver, NFE, guidance) to sample at; MeanFlow maps take no guidance
+        settings_grid = [(solver, nfe, scale) for solver, nfe in _grid(settings)
+                         for scale in (scales if solver != "meanflow" else [1.0])]
+        bar = Progress(len(settings_grid), f"evaluate {method} eps={eps_label}", enabled=ctx.progress)
+        for solver, nfe, scale in settings_grid:
+            if superres:
+                samples, used = sr.sample_superres(model, cond, data.sample_shape, solver=solver, nfe=nfe,
+                                                   seed=seed, device=device, tol=settings.get("dopri5_tol"))
+            else:
+                samples, used = generate(model, n, data.sample_shape, solver=solver, nfe=nfe, labels=labels,
+                                         guidance=scale, seed=seed, device=device,
+                                         tol=settings.get("dopri5_tol", DOPRI5_TOL))
+            label = solver_label(solver, scale)
+            values = {}
+            for metric in sample_metrics:
+                values[metric] = _score(metric, samples[:n_ref], reference[:n_ref], seed)
+            if "curvature" in metrics:
+                paths = settings.get("curvature_samples", CURVATURE_SAMPLES)
+                if scale not in curvatures and superres:  # the paths of the first test conditions
+                    bound = sr.ConditionedVelocity(model, cond[:paths].to(device))
+                    curvatures[scale] = _curvature(bound, data.sample_shape, seed, device, n=len(bound.cond))
+                if scale not in curvatures:
+                    curvatures[scale] = _curvature(model, data.sample_shape, seed, device, labels, scale, n=paths)
+                values["curvature"] = curvatures[scale]
+            if scorer is not None:
+                values.update(scorer(samples))
+            if superres:
+                values.update(sr.superres_scores(samples, reference[:n], metrics))
+                sr.save_panel(run_dir / "superres", f"{solver}_nfe{used}", samples)
+            order = [m for m in metrics if m in values] + [m for m in values if m not in metrics]
+            for metric in order:
+                rows.append([dataset, method, epsilon_rel, eps_label, batch_size, seed, label, used, metric,
+                             values[metric]])
+            mlflow_suffix = solver if scale == 1.0 else f"{solver}_g{scale:g}"
+            run.log_metrics({f"{metric}_{mlflow_suffix}": value for metric, value in values.items()}, step=used)
+            if nfe is not None:  # one column per (solver, NFE) too: the runs table shows a metric's last step
+                run.log_metrics({f"{metric}_{mlflow_suffix}_nfe{nfe}": value for metric, value in values.items()})
+            if images:
+                stem = f"{solver}_nfe{used}" + ("" if scale == 1.0 else f"_g{scale:g}")
+                _save_images(run, run_dir / "samples", stem, samples, labels, settings.get("save_samples"))
+            bar.set_postfix(solver=label, nfe=used, **{m: f"{v:.4g}" for m, v in list(values.items())[:2]})
+            bar.update()
+        bar.close()
+        if scorer is not None:  # passes over the test split, per feature space (at most one each)
+            print(f"reference passes: {scorer.reference_passes}", flush=True)
+            run.log_metrics({f"reference_passes_{k}": v for k, v in scorer.reference_passes.items()})
         table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
         with atomic_path(out) as tmp:
             table.to_csv(tmp, index=False)
@@ -223,7 +250,27 @@ def evaluate_run(
     return table
 
 
-def _curvature(model, sample_shape, seed, device, labels=None, scale: float = 1.0, n: int = 512) -> float:
+def _image_scorer(data_path, reference, image_metrics, dataset, settings, device, feature_net_path, fid_reference):
+    """The job's image metrics, reference features extracted (or read from ``fid_reference``) at most once."""
+    from sdfm.data.cache import prepared_hash
+    from sdfm.metrics.image_scores import ImageScorer
+
+    return ImageScorer(reference, image_metrics, dataset, device=device, feature_net_path=feature_net_path,
+                       inception_weights=settings.get("inception_weights"),
+                       inception_sha256=settings.get("inception_sha256"), fid_reference=fid_reference,
+                       data_sha256=prepared_hash(data_path))
+
+
+def _save_images(run, folder: Path, stem: str, samples, labels, arrays: bool) -> None:
+    """The sample grid PNG (an MLflow artifact) and, with ``save_samples``, every image as ``<stem>.npz``."""
+    grid = save_sample_grid(samples, folder / f"{stem}.png", labels)
+    run.log_artifact(grid, "samples")
+    if arrays:
+        save_sample_array(samples, folder / f"{stem}.npz", labels)
+
+
+def _curvature(model, sample_shape, seed, device, labels=None, scale: float = 1.0,
+               n: int = CURVATURE_SAMPLES) -> float:
     """Path curvature of Euler-32 solves from a seeded noise batch (with the run's labels and guidance)."""
     gen = torch.Generator().manual_seed(seed + 7)
     x0 = torch.randn(n, *sample_shape, generator=gen).to(device)

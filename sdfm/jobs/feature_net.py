@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from sdfm.data import DataError, load_prepared
-from sdfm.jobs.common import JobContext, pick_device
 from sdfm.metrics import save_feature_net, train_feature_net
+from sdfm.runtime import JobContext, pick_device
 from sdfm.tracking import job_run
 
 __all__ = ["train_feature_net_job"]
@@ -54,7 +54,7 @@ def train_feature_net_job(
         )
     key = {"stage": "feature_net", "dataset": dataset, "settings": settings, "seed": seed}
     tags = {"stage": "feature_net", "dataset": dataset}
-    with job_run(ctx.experiment, f"feature_net/{dataset}", key, tags, ctx.results_dir) as run:
+    with job_run(ctx.experiment, f"feature_net/{dataset}", key, tags, ctx.results_dir, data_path) as run:
         run.log_params({"n_train": data.train.shape[0], "num_classes": data.num_classes, "seed": seed, **settings})
         start = time.perf_counter()
         net, accuracy = train_feature_net(data.train, data.train_labels, seed=seed, progress=ctx.progress,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdfm.data import load_prepared, prepare_dataset
-from sdfm.jobs.common import JobContext
+from sdfm.runtime import JobContext
 from sdfm.tracking import job_run
 
 __all__ = ["prepare_data_job"]
@@ -20,5 +20,6 @@ def prepare_data_job(dataset: str, source: str, options: dict, out: str | Path, 
         data = load_prepared(out)
         run.log_params({"source": source, **{f"option.{k}": v for k, v in options.items()}})
         run.set_tags({"data_hash": digest})
+        run.log_data(out)
         run.log_metrics({"n_train": data.train.shape[0], "n_test": data.test.shape[0], "dim": data.dim})
     return digest

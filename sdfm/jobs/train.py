@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
-from sdfm.couplings import make_coupling
 from sdfm.data import DataError, load_prepared
+from sdfm.fm.couplings import make_coupling
+from sdfm.fm.problems import potential_problem
+from sdfm.fm.train import TrainConfig, train
 from sdfm.io import atomic_torch_save, atomic_write_json
-from sdfm.jobs.common import JobContext, pick_device
-from sdfm.jobs.potential import problem_targets
 from sdfm.models import build_model
+from sdfm.models.checkpoint import model_kwargs
 from sdfm.ot.pca import load_potential
+from sdfm.runtime import JobContext, pick_device
 from sdfm.tracking import job_run, run_key
-from sdfm.train import TrainConfig, train
 
-__all__ = ["train_job", "load_trained"]
+__all__ = ["train_job"]
 
 
+# Long (107 lines): conditioning, potential and model set-up of the three methods; the conditioning part goes
+# to sdfm.fm.problems when the next conditioning mode lands (ARCHITECTURE.md).
 def train_job(
     data_path: str | Path,
     dataset: str,
@@ -35,23 +40,45 @@ def train_job(
     device: str | None = None,
     conditional: dict | None = None,
     superres: dict | None = None,
+    distributed: bool = False,
 ) -> dict:
     """Train, then save ``{"model": EMA weights, "model_settings", "sample_shape", ...}`` to ``out``.
 
     ``superres = {"factor": f, "beta": beta}`` trains a super-resolution model: each pair carries
-    the condition ``z`` (a low-resolution image, :mod:`sdfm.superres`) fed to the UNet as extra
+    the condition ``z`` (a low-resolution image, :mod:`sdfm.fm.superres`) fed to the UNet as extra
     channels, and pairs are drawn with the cost ``c_X + beta |z - z'|^2``.
 
     ``conditional = {"beta": beta}`` trains a class-conditional model (``num_classes`` labels plus
     a null class for guidance) on pairs drawn with the augmented cost ``c_X + beta c_Z``; for
     ``sdfm`` the potential must then have been fitted with the same ``conditional``. A
     ``train_settings["objective"] == "meanflow"`` model also takes the start time r.
+
+    ``distributed``: data-parallel training over the ranks of the torch.distributed world (started
+    by ``torchrun --nproc-per-node K -m sdfm.cli train ... --distributed``, which the workflow runs
+    for ``train.processes: K``): each rank pairs and differentiates ``batch_size / K`` pairs of the
+    global batch (:mod:`sdfm.fm.data_parallel`); rank 0 alone logs to MLflow and writes the files.
     """
+    train_settings = dict(train_settings)
+    processes = int(train_settings.pop("processes", 1))
+    rank, world = 0, 1
+    if distributed:
+        from sdfm.ot.distributed import init_distributed
+
+        device = init_distributed(device or pick_device(None))
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if processes not in (1, world):
+            raise ValueError(f"train.processes is {processes} but this job runs on {world} ranks: start "
+                             f"torchrun with --nproc-per-node {processes}")
+    elif processes > 1:
+        raise ValueError(f"train.processes is {processes}: start the job under torchrun --nproc-per-node "
+                         f"{processes} with --distributed (the workflow does)")
     device = pick_device(device)
     data = load_prepared(data_path)
     flat = data.flat_train().to(device)
     potential = None
     tags = {"stage": "train", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed}
+    if world > 1:
+        tags["train_processes"] = world
     labels = num_classes = beta = None
     if conditional:
         if data.num_classes is None:
@@ -60,7 +87,7 @@ def train_job(
         tags["beta"] = beta
     conditions = low_shape = None
     if superres:
-        from sdfm.superres import check_factor, low_res
+        from sdfm.fm.superres import check_factor, low_res
 
         if conditional:
             raise DataError(f"data set {dataset!r}: 'conditional' and 'superres' exclude each other; keep one")
@@ -70,13 +97,14 @@ def train_job(
     if method == "sdfm":
         if potential_path is None:
             raise ValueError("method 'sdfm' needs --potential, the file written by fit-potential")
-        keys, _ = problem_targets(data, dataset, conditional, superres)  # the keys its potential job fitted
+        keys = potential_problem(data, dataset, conditional, superres).keys  # the keys its potential job fitted
         potential = load_potential(potential_path, y=keys, device=device)  # full-space or PCA (sdfm.ot.pca)
         if getattr(potential, "pca_dim", None) is not None:
             tags["pca_dim"] = potential.pca_dim
         tags["potential_run_key"] = run_key({"path": str(Path(potential_path).resolve())})
         tags["potential_mlflow_run_id"] = potential.history.get("mlflow_run_id", "")
-        if epsilon_rel == "auto":  # the value its potential job chose (sdfm.jobs.auto_epsilon)
+        tags["epsilon_abs"] = float(potential.epsilon)
+        if epsilon_rel == "auto":  # the value its potential job chose (sdfm.ot.auto_epsilon)
             epsilon_rel = tags["epsilon_rel"] = float(potential.history["epsilon_rel"])
             tags["epsilon_auto"] = True
         if potential.history.get("diverging"):
@@ -88,7 +116,7 @@ def train_job(
     coupling = make_coupling(method, flat, labels=labels, num_classes=num_classes, epsilon_rel=epsilon_rel,
                              potential=potential, beta=beta,
                              conditions=conditions.to(device) if conditions is not None else None)
-    model_kwargs = _model_kwargs(model_settings)
+    kwargs = model_kwargs(model_settings)
     model_extra = {}
     if conditional:
         model_extra["num_classes"] = num_classes
@@ -97,10 +125,12 @@ def train_job(
     if train_settings.get("objective") == "meanflow":
         model_extra["mean_flow"] = True
     torch.manual_seed(seed)
-    model = build_model(model_settings["kind"], data.sample_shape, **model_kwargs, **model_extra).to(device)
+    model = build_model(model_settings["kind"], data.sample_shape, **kwargs, **model_extra).to(device)
     config = TrainConfig(seed=seed, progress=ctx.progress, **train_settings)
     key = {"stage": "train", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed,
            "model": model_settings, "train": train_settings}
+    if method == "sdfm":  # which MIPS pairs the batches (sdfm.ot.SemidiscretePotential.assign's rule)
+        tags["pairing_backend"] = coupling.pairing_backend(config.batch_size)
     if conditional:
         key["conditional"] = conditional
     if superres:
@@ -108,41 +138,46 @@ def train_job(
     if "pca_dim" in tags:
         key["pca_dim"] = tags["pca_dim"]
     name = f"train/{dataset}/{method}/eps{'auto' if tags.get('epsilon_auto') else f'{epsilon_rel:g}'}/seed{seed}"
-    with job_run(ctx.experiment, name, key, tags, ctx.results_dir) as run:
+    tracked = job_run(ctx.experiment, name, key, tags, ctx.results_dir, data_path) if rank == 0 else _silent_run()
+    with tracked as run:
         run.log_params({"method": method, "epsilon_rel": epsilon_rel, "seed": seed,
+                        **({"pairing_backend": tags["pairing_backend"]} if "pairing_backend" in tags else {}),
                         **({"beta": beta, "num_classes": num_classes} if conditional else {}),
                         **({"beta": beta, "superres_factor": superres["factor"]} if superres else {}),
                         **{f"model.{k}": v for k, v in model_settings.items()},
                         **{f"train.{k}": v for k, v in train_settings.items()}})
         result = train(model, coupling, config, sample_shape=data.sample_shape, checkpoint_path=checkpoint,
                        log_fn=lambda step, values: run.log_metrics(values, step=step))
+        if rank != 0:  # rank 0 writes the model and the summary
+            return {"pairing_seconds": result.pairing_seconds, "step_seconds": result.step_seconds,
+                    "final_loss": result.losses[-1] if result.losses else float("nan")}
         stats = {"pairing_seconds": result.pairing_seconds, "step_seconds": result.step_seconds,
                  "pairing_share": result.pairing_seconds / max(result.pairing_seconds + result.step_seconds, 1e-12),
                  "final_loss": result.losses[-1] if result.losses else float("nan")}
         run.log_metrics(stats)
+        if ctx.log_model:
+            run.log_torch_model(result.ema_model)
         atomic_torch_save({"model": result.ema_model.state_dict(), "model_settings": model_settings,
                            "model_extra": model_extra, "conditional": conditional, "superres": superres,
                            "objective": config.objective, "sample_shape": list(data.sample_shape),
                            "num_classes": data.num_classes, "train_stats": stats, "mlflow_run_id": run.run_id,
-                           "epsilon_rel": epsilon_rel, "epsilon_auto": bool(tags.get("epsilon_auto"))}, out)
+                           "epsilon_rel": epsilon_rel, "epsilon_auto": bool(tags.get("epsilon_auto")),
+                           "epsilon_abs": tags.get("epsilon_abs")}, out)
         atomic_write_json(Path(out).with_suffix(".json"), {**tags, **stats, "mlflow_run_id": run.run_id})
     return stats
 
 
-def _model_kwargs(settings: dict) -> dict:
-    """Constructor arguments of ``build_model`` from the config's model settings (lists -> tuples)."""
-    kwargs = {k: v for k, v in settings.items() if k != "kind"}
-    for key in ("channel_mults", "attention_resolutions"):
-        if key in kwargs:
-            kwargs[key] = tuple(kwargs[key])
-    return kwargs
+@contextlib.contextmanager
+def _silent_run():
+    """What a rank other than 0 logs to: nothing."""
 
+    class Silent:
+        run_id = None
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the (EMA) velocity field saved by :func:`train_job`; return ``(model, saved_state)``."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    settings = state["model_settings"]
-    kwargs = _model_kwargs(settings)
-    model = build_model(settings["kind"], tuple(state["sample_shape"]), **kwargs, **state.get("model_extra", {}))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), state
+        def log_params(self, *_, **__):
+            pass
+
+        def log_metrics(self, *_, **__):
+            pass
+
+    yield Silent()

@@ -6,14 +6,14 @@ import json
 import pandas as pd
 import pytest
 
-from sdfm.jobs.adaptive_epsilon_study import adaptive_epsilon_study, auto_vs_fixed
-from sdfm.jobs.auto_epsilon import resolve_auto_epsilon
-from sdfm.jobs.common import JobContext
 from sdfm.jobs.evaluate import evaluate_run
 from sdfm.jobs.potential import fit_potential_job
 from sdfm.jobs.prepare import prepare_data_job
 from sdfm.jobs.train import train_job
-from sdfm.report import cost_table, paper_table, read_auto_epsilons
+from sdfm.ot.auto_epsilon import resolve_auto_epsilon
+from sdfm.report.document import cost_table, paper_table, read_auto_epsilons
+from sdfm.runtime import JobContext
+from sdfm.studies.adaptive_epsilon import adaptive_epsilon_study, auto_vs_fixed
 from sdfm.tracking import open_client
 
 SETTINGS = {"steps": 40, "batch_size": 128, "eval_every": 20, "eval_batch": 1024}
@@ -121,8 +121,8 @@ def test_tables_compare_and_cost_mark_the_auto_row(auto_results):
 
 
 def test_the_epsilon_figure_marks_auto(tmp_path):
-    from sdfm.figures import plot_metric_vs_epsilon
-    from sdfm.report import epsilon_study
+    from sdfm.report.document import epsilon_study
+    from sdfm.report.figures import plot_metric_vs_epsilon
 
     paths = plot_metric_vs_epsilon(epsilon_study(_table(EPS), "moons"), "moons", tmp_path, auto=EPS)
     assert all(p.stat().st_size > 0 for p in paths)

@@ -4,14 +4,15 @@ import pandas as pd
 import pytest
 import torch
 
-from sdfm.jobs.common import JobContext
-from sdfm.jobs.evaluate import _image_scores, evaluate_run
+from sdfm.fm.sampling import guided_velocity
+from sdfm.jobs.evaluate import evaluate_run
 from sdfm.jobs.feature_net import train_feature_net_job
 from sdfm.jobs.prepare import prepare_data_job
 from sdfm.jobs.train import train_job
 from sdfm.metrics import FeatureNet, frechet_distance, save_feature_net
+from sdfm.metrics.image_scores import ImageScorer
 from sdfm.models import build_model
-from sdfm.sampling import guided_velocity
+from sdfm.runtime import JobContext
 
 UNET = {"kind": "unet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
         "attention_resolutions": [], "dropout": 0.0}
@@ -49,12 +50,12 @@ def test_image_scores_name_precision_and_recall_by_the_feature_space_of_fd(tmp_p
     g = torch.Generator().manual_seed(1)
     samples, reference = torch.rand(30, 1, 8, 8, generator=g) * 2 - 1, torch.rand(40, 1, 8, 8, generator=g) * 2 - 1
     cpu = torch.device("cpu")
-    out = _image_scores(samples, reference, ["fd", "precision", "recall"], "digits", path, None, cpu)
+    out = ImageScorer(reference, ["fd", "precision", "recall"], "digits", device=cpu, feature_net_path=path)(samples)
     assert list(out) == ["fd_digits", "precision_digits", "recall_digits"]
     direct = frechet_distance(samples, reference, feature_extractor="featurenet", feature_net_path=path, prc=True,
                               cuda=False)
     assert out["precision_digits"] == direct["precision"] and out["recall_digits"] == direct["recall"]
-    only = _image_scores(samples, reference, ["fd", "kid", "precision"], "digits", path, None, cpu)
+    only = ImageScorer(reference, ["fd", "kid", "precision"], "digits", device=cpu, feature_net_path=path)(samples)
     assert list(only) == ["fd_digits", "kid_digits", "precision_digits"]
 
 

@@ -6,18 +6,20 @@ import torch
 
 from sdfm.data import DataError
 from sdfm.jobs import potential as potential_jobs
-from sdfm.jobs.common import JobContext
 from sdfm.jobs.evaluate import evaluate_run, solver_label
 from sdfm.jobs.feature_net import train_feature_net_job
-from sdfm.jobs.potential import fit_potential_job, label_source
+from sdfm.jobs.potential import fit_potential_job
 from sdfm.jobs.prepare import prepare_data_job
-from sdfm.jobs.train import load_trained, train_job
+from sdfm.jobs.train import train_job
 from sdfm.metrics import load_feature_net
+from sdfm.models.checkpoint import load_trained
+from sdfm.ot.problem import label_source
+from sdfm.runtime import JobContext
 
 UNET = {"kind": "unet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
         "attention_resolutions": [], "dropout": 0.0}
 TRAIN = {"steps": 4, "batch_size": 16, "lr": 1e-3, "warmup_steps": 0, "checkpoint_every": 0, "log_every": 2}
-POTENTIAL = {"steps": 40, "batch_size": 128, "eval_every": 20, "eval_batch": 1024, "reference_batch": 256}
+POTENTIAL = {"steps": 40, "batch_size": 128, "eval_every": 20, "eval_batch": 1024}
 EVALUATE = {"solvers": ["euler"], "nfe": [1, 2], "n_samples": 16, "metrics": ["w2", "curvature"]}
 
 
@@ -53,6 +55,7 @@ def test_conditional_sdfm_trains_and_evaluates_with_guidance(digits):
     root, ctx = digits
     data, run = root / "digits.npz", root / "runs" / "cond"
     summary = fit_potential_job(data, "digits", 0.0, POTENTIAL, root / "pot.pt", root / "pot.json", ctx,
+                                reference_batch=256,
                                 conditional={"beta": 2.0})
     assert summary["final_chi2"] >= 0
     train_job(data, "digits", "sdfm", 0.0, 0, UNET, TRAIN, run / "model.pt", run / "ck.pt", ctx,
@@ -89,6 +92,7 @@ def test_conditional_sdfm_without_the_solver_hook_is_refused(digits, monkeypatch
     monkeypatch.setattr(potential_jobs, "fit_potential", old_fit_potential)
     with pytest.raises(NotImplementedError, match="source-sampler hook"):
         fit_potential_job(root / "digits.npz", "digits", 0.0, POTENTIAL, root / "p.pt", root / "p.json", ctx,
+                          reference_batch=256,
                           conditional={"beta": 1.0})
 
 

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from sdfm.cli import main
-from sdfm.config import ConfigError, validate_config
+from sdfm.config import validate_config
 from sdfm.data import load_prepared, prepare_dataset
-from sdfm.jobs.common import JobContext
-from sdfm.jobs.pca_study import pca_study
-from sdfm.jobs.pca_study_report import write_pca_study_report
+from sdfm.errors import ConfigError
 from sdfm.jobs.potential import fit_potential_job
 from sdfm.jobs.train import train_job
 from sdfm.ot.pca import ProjectedPotential, load_potential
+from sdfm.runtime import JobContext
+from sdfm.studies.pca import pca_study
+from sdfm.studies.pca_report import write_pca_study_report
 from sdfm.tracking import open_client
 
 SETTINGS = {"steps": 60, "batch_size": 256, "eval_every": 30, "eval_batch": 2048}
@@ -39,8 +40,8 @@ def fitted(digits_npz):
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         fit_potential_job(digits_npz, "digits", 0.0, SETTINGS, root / "full.pt", root / "full.json", ctx)
-        summary = fit_potential_job(digits_npz, "digits_pca8", 0.0, {**SETTINGS, "pca_dim": 8}, root / "p8.pt",
-                                    root / "p8.json", ctx, reference=root / "full.pt")
+        summary = fit_potential_job(digits_npz, "digits_pca8", 0.0, SETTINGS, root / "p8.pt", root / "p8.json", ctx,
+                                    reference=root / "full.pt", pca_dim=8)
     return root, ctx, summary
 
 
@@ -80,8 +81,8 @@ def test_conditional_pca_potential_projects_the_image_part_only(fitted, monkeypa
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root, ctx, _ = fitted
     cond = {"beta": 2.0}
-    summary = fit_potential_job(root / "digits.npz", "digits_c", 0.0, {**SETTINGS, "pca_dim": 8}, root / "c8.pt",
-                                root / "c8.json", ctx, conditional=cond)
+    summary = fit_potential_job(root / "digits.npz", "digits_c", 0.0, SETTINGS, root / "c8.pt", root / "c8.json", ctx,
+                                conditional=cond, pca_dim=8)
     assert summary["pca"]["dim"] == 8 and "agreement" not in summary["pca"]  # no reference given
     stats = train_job(root / "digits.npz", "digits_c", "sdfm", 0.0, 0, UNET, TRAIN, root / "mc.pt", root / "cc.pt",
                       ctx, potential_path=root / "c8.pt", conditional=cond)
@@ -92,7 +93,7 @@ def test_pca_dim_at_or_above_the_data_dimension_is_a_one_line_error(digits_npz, 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root = digits_npz.parent
     code = main(["fit-potential", "--data", str(digits_npz), "--dataset", "digits", "--epsilon", "0",
-                 "--settings", json.dumps({**SETTINGS, "pca_dim": 64}), "--results-dir", str(root / "none"),
+                 "--settings", json.dumps(SETTINGS), "--pca-dim", "64", "--results-dir", str(root / "none"),
                  "--out", str(root / "bad.pt"), "--summary", str(root / "bad.json"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "potential.pca_dim" in err and "null" in err
@@ -102,7 +103,6 @@ def test_pca_dim_at_or_above_the_data_dimension_is_a_one_line_error(digits_npz, 
     ({"source": "digits", "potential": {"pca_dim": 64}},
      "datasets.d.potential.pca_dim': 64 is not below the dimension 64"),
     ({"source": "moons", "potential": {"pca_dim": 2}}, "is not below the dimension 2"),
-    ({"source": "digits", "potential": {"pca_dim": 8, "processes": 2}}, "cannot be sharded"),
     ({"source": "digits", "potential": {"pca_dim": 0}}, "potential.pca_dim"),
 ])
 def test_config_errors_name_the_key(entry, message):
@@ -110,11 +110,13 @@ def test_config_errors_name_the_key(entry, message):
         validate_config({"datasets": {"d": entry}})
 
 
-def test_config_accepts_a_pca_dim_and_a_null_one():
+def test_config_accepts_a_pca_dim_a_null_one_and_a_sharded_one():
     config = validate_config({"datasets": {"d": {"source": "digits", "potential": {"pca_dim": 8}},
-                                           "e": {"source": "digits", "potential": {"pca_dim": None}}},
+                                           "e": {"source": "digits", "potential": {"pca_dim": None}},
+                                           "f": {"source": "digits", "potential": {"pca_dim": 8, "processes": 2}}},
                               "studies": {"pca": {"sets": {"d": {"dims": [4, 8]}}, "steps": 10}}})
     assert config["datasets"]["d"]["potential"]["pca_dim"] == 8
+    assert config["datasets"]["f"]["potential"] == {"pca_dim": 8, "processes": 2}
     with pytest.raises(ConfigError, match="studies.pca"):
         validate_config({"datasets": {"d": {"source": "digits"}}, "studies": {"pca": {"steps": 10}}})
 

@@ -4,11 +4,13 @@ chi^2 grew is reported in the log, the summary and MLflow, and again by the jobs
 import json
 
 import pytest
+import torch
 
+from sdfm.data import load_prepared
 from sdfm.jobs import potential as potential_jobs
-from sdfm.jobs.common import JobContext
 from sdfm.jobs.prepare import prepare_data_job
 from sdfm.jobs.train import train_job
+from sdfm.runtime import JobContext
 from sdfm.tracking import open_client
 
 SETTINGS = {"steps": 60, "batch_size": 128, "eval_every": 20, "eval_batch": 1024}
@@ -55,3 +57,22 @@ def test_a_growing_chi2_is_reported_not_silently_used(moons, monkeypatch, capsys
     train_job(root / "moons.npz", "moons", "sdfm", 0.0, 0, model, train, root / "m.pt", root / "ckpt.pt", ctx,
               potential_path=root / "p.pt")
     assert "was diverging when its fit stopped" in capsys.readouterr().err
+
+
+def test_the_recorded_absolute_epsilon_is_eps_rel_times_the_std_of_the_reference_cost(moons):
+    # epsilon_abs = eps_rel * std(C) with C_ij = -<x_i, y_j> on the seeded reference batch: reference_batch
+    # training points (a seeded permutation) against as many N(0, I) samples of the same generator.
+    root, ctx = moons
+    seed, eps_rel, reference = 2, 0.3, 128
+    summary = potential_jobs.fit_potential_job(root / "moons.npz", "moons", eps_rel, SETTINGS, root / "p.pt",
+                                               root / "p.json", ctx, seed=seed, reference_batch=reference)
+    y = load_prepared(root / "moons.npz").flat_train()
+    replay = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(y.shape[0], generator=replay)[:reference]
+    x = torch.randn(reference, y.shape[1], generator=replay)
+    cost = -(x.double() @ y[rows].double().T)
+    assert summary["epsilon_abs"] == pytest.approx(eps_rel * float(cost.std()), rel=1e-5)  # float32 points
+    saved = torch.load(root / "p.pt", weights_only=False)
+    assert saved["epsilon"] == summary["epsilon_abs"]
+    run = open_client(ctx.results_dir).get_run(summary["mlflow_run_id"])
+    assert float(run.data.params["epsilon_abs"]) == pytest.approx(summary["epsilon_abs"], rel=1e-9)

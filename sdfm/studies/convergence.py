@@ -43,11 +43,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from sdfm.config import ConfigError
 from sdfm.data import load_prepared
+from sdfm.errors import ConfigError
 from sdfm.io import atomic_path
-from sdfm.jobs.common import pick_device
 from sdfm.ot import fit_potential
+from sdfm.ot.problem import absolute_epsilon
+from sdfm.runtime import pick_device
 
 __all__ = ["STUDY_DEFAULTS", "THEORY_SOLVER", "chi2_noise_floor", "convergence_study", "fit_exponent",
            "fit_exponents", "log_spaced_steps", "study_settings"]
@@ -116,8 +117,6 @@ def convergence_study(data_path: str | Path, name: str, settings: dict, out: str
     Columns: dataset, solver, n_points, batch_size, epsilon (relative), epsilon_abs, seed, step (K),
     chi2, seconds (wall time of the fit up to K, its evaluations included), eval_batch, chi2_floor.
     """
-    from sdfm.jobs.potential import absolute_epsilon  # here: it loads MLflow, which config validation should not
-
     settings = {**STUDY_DEFAULTS, **settings}
     data = load_prepared(data_path)
     y_all = data.flat_train()

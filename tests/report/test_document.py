@@ -1,4 +1,4 @@
-"""Tables and figures of sdfm.report on small synthetic inputs (metrics, benchmarks, tiny models)."""
+"""Tables and figures of sdfm.report.document on small synthetic inputs (metrics, benchmarks, tiny models)."""
 
 import json
 import subprocess
@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 from sdfm.data import prepare_dataset
-from sdfm.figures import choose_nfes
 from sdfm.io import atomic_torch_save
 from sdfm.models import build_model
-from sdfm.report import (
+from sdfm.report.document import (
     cost_table, epsilon_study, format_paper_table, git_state, pairing_table, paper_table, read_benchmark,
     split_figure_name, write_report,
 )
+from sdfm.report.figures import choose_nfes
 
 VARIANTS = [("fm", 0.0), ("otfm", 0.0), ("otfm", 0.5), ("sdfm", 0.0), ("sdfm", 0.5)]
 NFES = [1, 2, 4, 8, 16]
@@ -244,7 +244,7 @@ def test_study_sections_are_appended_in_order_before_the_config(finished, tmp_pa
 
 
 def test_trajectories_of_the_same_noise_start_at_the_same_points(finished):
-    from sdfm.report import trajectory_panels
+    from sdfm.report.document import trajectory_panels
 
     root = finished["root"]
     models = {v: _run_dir(root, "toy", *v, 0) / "model.pt" for v in VARIANTS[:2]}

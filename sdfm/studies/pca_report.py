@@ -1,6 +1,6 @@
 """Job ``pca-study-report``: the PCA study's figure and its markdown section of report.md.
 
-Inputs: the CSVs of :mod:`sdfm.jobs.pca_study` (speed and quality vs k, one per data set) and,
+Inputs: the CSVs of :mod:`sdfm.studies.pca` (speed and quality vs k, one per data set) and,
 optionally, the run's ``metrics.csv`` with the potential summaries of the data sets fitted with
 ``potential.pca_dim`` and of their full-space references, which add a table of sample quality
 (``fd_<dataset>``) per k.
@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sdfm.figures import STYLE, save_figure  # noqa: E402
 from sdfm.io import atomic_write_text  # noqa: E402
+from sdfm.report.figures import STYLE, save_figure  # noqa: E402
 
 __all__ = ["plot_pca_study", "pca_section", "write_pca_study_report"]
 

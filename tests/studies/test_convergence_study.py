@@ -9,11 +9,11 @@ import torch
 
 from sdfm.data.cache import save_prepared
 from sdfm.data.registry import build_dataset
-from sdfm.jobs.convergence_report import write_convergence_report
-from sdfm.jobs.convergence_study import (_curve, chi2_noise_floor, convergence_study, fit_exponent, fit_exponents,
-                                         log_spaced_steps, study_settings)
 from sdfm.ot import fit_potential
 from sdfm.ot.chi2 import chi2_unbiased
+from sdfm.studies.convergence import (_curve, chi2_noise_floor, convergence_study, fit_exponent, fit_exponents,
+                                         log_spaced_steps, study_settings)
+from sdfm.studies.convergence_report import write_convergence_report
 
 
 def test_the_exponent_of_exact_power_laws_is_recovered_exactly():

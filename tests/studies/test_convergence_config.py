@@ -2,7 +2,8 @@
 
 import pytest
 
-from sdfm.config import ConfigError, validate_config
+from sdfm.config import validate_config
+from sdfm.errors import ConfigError
 
 
 def _config(**study):

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sdfm import figures
-from sdfm.figures import METHOD_COLORS, short_label, variant_key, variant_label
+from sdfm.report import figures
+from sdfm.report.figures import METHOD_COLORS, short_label, variant_key, variant_label
 
 __all__ = ["SUPERRES_NFE", "has_superres", "plot_superres", "superres_section"]
 

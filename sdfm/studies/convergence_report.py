@@ -1,7 +1,7 @@
 """Job ``convergence-report``: the convergence study's fitted exponents, figure and report section.
 
-Input: the tidy CSV of :mod:`sdfm.jobs.convergence_study`. Output: the fitted exponents
-(one row per solver, N, B, epsilon; :func:`sdfm.jobs.convergence_study.fit_exponents`) as a CSV,
+Input: the tidy CSV of :mod:`sdfm.studies.convergence`. Output: the fitted exponents
+(one row per solver, N, B, epsilon; :func:`sdfm.studies.convergence.fit_exponents`) as a CSV,
 the log-log figure of chi^2 against K with the K^(-1/2) reference, and a markdown section with
 the table of exponents.
 """
@@ -19,9 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sdfm.figures import STYLE, save_figure  # noqa: E402
 from sdfm.io import atomic_path, atomic_write_text  # noqa: E402
-from sdfm.jobs.convergence_study import fit_exponents  # noqa: E402
+from sdfm.report.figures import STYLE, save_figure  # noqa: E402
+from sdfm.studies.convergence import fit_exponents  # noqa: E402
 
 __all__ = ["convergence_section", "plot_convergence", "write_convergence_report"]
 

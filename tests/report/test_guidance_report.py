@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sdfm.config import ConfigError, validate_config
-from sdfm.figures import higher_is_better, plot_guidance
-from sdfm.report import (
-    FIGURE_KINDS, _applicable, format_paper_table, guidance_scale, guidance_study, guidance_table, paper_table,
+from sdfm.config import validate_config
+from sdfm.errors import ConfigError
+from sdfm.report.document import (
+    _applicable, format_paper_table, guidance_scale, guidance_study, guidance_table, paper_table,
     write_report,
 )
+from sdfm.report.figures import higher_is_better, plot_guidance
+from sdfm.report.kinds import FIGURE_KINDS
 
 VARIANTS = [("fm", 0.0), ("otfm", 0.0), ("sdfm", 0.0)]
 SCALES = [1.0, 1.5, 2.0, 3.0]

@@ -8,39 +8,38 @@ Inputs (nothing else is read): ``results/metrics.csv``; the potential summaries
 background of the trajectories); and the Snakemake benchmark files
 ``results/benchmarks/<rule>/...tsv`` (column ``s``: wall seconds).
 
-Figures (``sdfm.figures``) are named ``<dataset>_<kind>`` with ``kind`` in :data:`FIGURE_KINDS`.
+Figures (``sdfm.report.figures``) are named ``<dataset>_<kind>`` with ``kind`` one of :data:`sdfm.report.kinds.KINDS`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from sdfm import figures
-from sdfm.figures import choose_nfes, higher_is_better, variant_key, variant_label
+from sdfm.artifacts import auto_epsilons, epsilon_label, read_metrics
 from sdfm.io import atomic_write_text
+from sdfm.provenance import git_state
+from sdfm.report import figures
+from sdfm.report.figures import choose_nfes, higher_is_better, variant_key, variant_label
+from sdfm.report.kinds import FIGURE_KINDS, applicable_kinds, split_figure_name
 
 __all__ = [
     "FIGURE_KINDS", "GUIDANCE_NFE", "cost_table", "epsilon_study", "format_paper_table", "git_state",
     "guidance_scale", "guidance_study", "guidance_table", "pairing_table",
     "paper_table", "plot_chi2_curves", "plot_metric_vs_nfe", "read_benchmark", "sample_grid_files", "shared_costs",
     "split_figure_name", "summarise", "trajectory_panels", "variant_label", "write_report",
-    "auto_epsilons", "read_auto_epsilons",
+    "read_auto_epsilons",
 ]
 
 METRIC_NAMES = {"w2": "W2 to held-out data", "energy": "energy distance", "curvature": "path curvature",
                 "fid": "FID (Inception-v3)", "kid": "KID (Inception-v3)",
                 "precision": "precision (Inception-v3)", "recall": "recall (Inception-v3)",
                 "psnr": "PSNR to the truth (dB)", "ssim": "SSIM to the truth"}
-#: Every figure the report can draw, per data set (file ``<dataset>_<kind>.png`` / ``.pdf``).
-FIGURE_KINDS = ("metrics_vs_nfe", "metrics_vs_epsilon", "guidance", "trajectories", "samples", "superres", "chi2",
-                "cost")
 #: NFE of the guidance figure and table (the paper's guidance comparison: gamma = 2 at NFE 4).
 GUIDANCE_NFE = 4
 #: Euler NFE of the trajectory figure, and how many paths it draws.
@@ -55,14 +54,6 @@ def metric_name(metric: str) -> str:
         if metric.startswith(prefix):
             return f"{what} in the {metric[len(prefix):]} FeatureNet"
     return metric
-
-
-def split_figure_name(name: str) -> tuple[str, str]:
-    """``"eight_gaussians_metrics_vs_nfe"`` -> ``("eight_gaussians", "metrics_vs_nfe")``."""
-    for kind in sorted(FIGURE_KINDS, key=len, reverse=True):
-        if name.endswith("_" + kind) and len(name) > len(kind) + 1:
-            return name[: -len(kind) - 1], kind
-    raise ValueError(f"figure {name!r} is not <dataset>_<kind> with kind in {FIGURE_KINDS}")
 
 
 # ---------------------------------------------------------------------------------------- tables
@@ -85,18 +76,16 @@ def _column_order(column: str) -> tuple:
     return (0, solver, int(nfe) if nfe.isdigit() else 0)
 
 
-def auto_epsilons(potentials: list[dict]) -> dict[str, float]:
-    """``{dataset: epsilon_rel}`` chosen by SD-FM epsilon ``auto``, from the potential summaries.
-
-    metrics.csv holds the chosen number in its ``epsilon`` column; the summary ``eps auto.json``
-    (key ``epsilon_auto``) marks which SD-FM epsilon of a data set it was.
-    """
-    return {s["dataset"]: float(s["epsilon_rel"]) for s in potentials if s.get("epsilon_auto")}
-
-
 def read_auto_epsilons(results: str | Path) -> dict[str, float]:
-    """:func:`auto_epsilons` of the summaries ``<results>/potentials/*/epsauto.json`` (for ``sdfm compare``)."""
-    return auto_epsilons([json.loads(p.read_text()) for p in sorted(Path(results).glob("potentials/*/epsauto.json"))])
+    """``{dataset: epsilon}`` of SD-FM epsilon ``auto`` in the run ``results`` (for ``sdfm compare``).
+
+    From the ``epsilon_label`` column of ``<results>/metrics.csv``; a table written before that column
+    falls back on the summaries ``<results>/potentials/*/epsauto.json`` (:func:`sdfm.artifacts.auto_epsilons`).
+    """
+    metrics = Path(results) / "metrics.csv"
+    table = read_metrics(metrics) if metrics.is_file() else pd.DataFrame(columns=["dataset", "method", "epsilon"])
+    summaries = [json.loads(p.read_text()) for p in sorted(Path(results).glob("potentials/*/epsauto.json"))]
+    return auto_epsilons(table, summaries)
 
 
 def paper_table(table: pd.DataFrame, dataset: str, metric: str, columns: list[tuple[str, int]] | None = None,
@@ -210,10 +199,6 @@ def read_benchmark(path: str | Path) -> float:
     return float(frame["s"].mean()) if "s" in frame and len(frame) else float("nan")
 
 
-def _eps(epsilon: float) -> str:
-    return f"{float(epsilon):g}"  # the wildcard spelling (sdfm.config.epsilon_label)
-
-
 def cost_table(runs: pd.DataFrame, benchmarks: str | Path, auto: dict[str, float] | None = None) -> pd.DataFrame:
     """Wall seconds per stage and variant, from the benchmark files of the runs in ``runs``.
 
@@ -235,7 +220,7 @@ def cost_table(runs: pd.DataFrame, benchmarks: str | Path, auto: dict[str, float
         row = {"dataset": dataset, "method": method, "epsilon": float(epsilon), "potential": 0.0, "train": 0.0,
                "evaluate": 0.0, "seeds": len(group), "missing": 0}
         files = []
-        label = "auto" if method == "sdfm" and (auto or {}).get(dataset) == epsilon else _eps(epsilon)
+        label = "auto" if method == "sdfm" and (auto or {}).get(dataset) == epsilon else epsilon_label(epsilon)
         if method == "sdfm":
             files.append(("potential", benchmarks / "potential" / dataset / f"eps{label}.tsv"))
         for seed in sorted(group.seed):
@@ -255,10 +240,11 @@ def cost_table(runs: pd.DataFrame, benchmarks: str | Path, auto: dict[str, float
 
 
 def shared_costs(dataset: str, benchmarks: str | Path) -> dict[str, float]:
-    """Wall seconds of the per-data-set jobs every method shares (data preparation, FeatureNet)."""
+    """Wall seconds of the per-data-set jobs every method shares (data preparation, FeatureNet, FID statistics)."""
     benchmarks = Path(benchmarks)
     out = {"data preparation": read_benchmark(benchmarks / "prepare" / f"{dataset}.tsv"),
-           "FeatureNet": read_benchmark(benchmarks / "feature_net" / f"{dataset}.tsv")}
+           "FeatureNet": read_benchmark(benchmarks / "feature_net" / f"{dataset}.tsv"),
+           "FID reference statistics": read_benchmark(benchmarks / "fid_reference" / f"{dataset}.tsv")}
     return {k: v for k, v in out.items() if not np.isnan(v)}
 
 
@@ -277,26 +263,6 @@ def pairing_table(train_summaries: list[dict]) -> pd.DataFrame:
     return out[columns]
 
 
-def git_state(repo: str | Path | None) -> dict:
-    """``{"commit", "dirty", "error"}`` of the git checkout holding ``repo`` (commit None when there is none).
-
-    ``dirty`` means tracked files differ from the commit (untracked files do not count).
-    """
-    def git(*args):
-        return subprocess.run(["git", "-C", str(repo or "."), *args], capture_output=True, text=True, check=True,
-                              timeout=30).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except FileNotFoundError:
-        return {"commit": None, "dirty": None, "error": "git is not installed"}
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
-        message = (getattr(err, "stderr", "") or "").strip().splitlines()
-        return {"commit": None, "dirty": None, "error": message[0] if message else str(err)}
-    return {"commit": commit, "dirty": dirty, "error": None}
-
-
 # ------------------------------------------------------------------------------ model-based inputs
 
 def trajectory_panels(model_paths: dict[tuple[str, float], Path], nfe: int = TRAJECTORY_NFE,
@@ -304,9 +270,9 @@ def trajectory_panels(model_paths: dict[tuple[str, float], Path], nfe: int = TRA
     """Euler paths of each 2-D model from the same noise; curvature over 512 paths (``sdfm.metrics``)."""
     import torch
 
-    from sdfm.jobs.train import load_trained
+    from sdfm.fm.sampling import guided_velocity, integrate
     from sdfm.metrics import path_curvature
-    from sdfm.sampling import guided_velocity, integrate
+    from sdfm.models.checkpoint import load_trained
 
     panels = []
     for (method, epsilon), path in model_paths.items():
@@ -352,23 +318,13 @@ def sample_grid_files(run_dir: str | Path) -> dict[str, Path]:
 # --------------------------------------------------------------------------------------- the job
 
 def _applicable(dataset: str, table: pd.DataFrame, potentials: list[dict], kind_of_data: str | None) -> list[str]:
-    """The figure kinds that have something to show for ``dataset``."""
+    """The figure kinds that have something to show for ``dataset`` (:mod:`sdfm.report.kinds`, from the results)."""
     own = table[table.dataset == dataset]
-    kinds = ["metrics_vs_nfe"]
-    if own[own.method != "fm"].epsilon.nunique() >= 2:
-        kinds.append("metrics_vs_epsilon")
-    if len({guidance_scale(s)[1] for s in own.solver.unique()}) >= 2:
-        kinds.append("guidance")
-    if any(s["dataset"] == dataset for s in potentials):
-        kinds.append("chi2")
-    kinds.append("cost")
-    if kind_of_data == "points":
-        kinds.append("trajectories")
-    elif kind_of_data == "images":
-        kinds.append("samples")
-    if {"psnr", "ssim"} & set(own.metric):  # a super-resolution data set (sdfm.report_superres)
-        kinds.append("superres")
-    return kinds
+    facts = {"epsilons": own[own.method != "fm"].epsilon.nunique(),
+             "guidance_scales": len({guidance_scale(s)[1] for s in own.solver.unique()}),
+             "potentials": any(s["dataset"] == dataset for s in potentials), "kind": kind_of_data,
+             "superres": bool({"psnr", "ssim"} & set(own.metric))}  # super-resolution scores (sdfm.report.superres)
+    return applicable_kinds(facts)
 
 
 def _cost_markdown(costs: pd.DataFrame, pairing: pd.DataFrame, shared: dict, auto: float | None = None) -> list[str]:
@@ -413,7 +369,7 @@ def write_report(metrics_csv: str | Path, summaries: list[str | Path], out_dir: 
             (their figure links are relative to ``out_dir``).
     """
     out_dir, fig_dir = Path(out_dir), Path(out_dir) / "figures"
-    table = pd.read_csv(metrics_csv)
+    table = read_metrics(metrics_csv)
     potentials = [json.loads(Path(p).read_text()) for p in summaries]
     trained = [(Path(p), json.loads(Path(p).read_text())) for p in train_summaries]
     data_paths = {Path(p).stem: Path(p) for p in data}
@@ -442,7 +398,7 @@ def write_report(metrics_csv: str | Path, summaries: list[str | Path], out_dir: 
                                      benchmarks, fig_dir)
         lines += ["### Tables", ""]
         for metric in sorted(table[table.dataset == dataset].metric.unique()):
-            means, stds = paper_table(table, dataset, metric, auto=auto_epsilons(potentials).get(dataset))
+            means, stds = paper_table(table, dataset, metric, auto=auto_epsilons(table, potentials).get(dataset))
             better = "higher" if higher_is_better(metric) else "lower"
             lines += [f"**{metric_name(metric)}** (`{metric}`; mean ± std over seeds; {better} is better, best in bold)",
                       "", format_paper_table(means, stds, lower_is_better=better == "lower"), ""]
@@ -489,13 +445,15 @@ def _config_section(config) -> list[str]:
             "```yaml", text.rstrip(), "```", ""]
 
 
+# Long (81 lines): one branch per figure kind; the drawing per kind belongs beside its row of
+# sdfm.report.kinds (ARCHITECTURE.md).
 def _figure_section(kind, dataset, table, potentials, trained, data_paths, runs, pairing_all, benchmarks,
                     fig_dir) -> list[str]:
     """Draw one figure (or its placeholder) and return its markdown (heading, image, tables)."""
     stem = fig_dir / f"{dataset}_{kind}"
     own = table[table.dataset == dataset]
     extra: list[str] = []
-    title, reason = TITLES[kind], None
+    title, reason = FIGURE_KINDS[kind].title, None
     if kind == "metrics_vs_nfe":
         solver = "euler" if (own.solver == "euler").any() else (str(own.solver.iloc[0]) if len(own) else "euler")
         stats = summarise(own[own.solver == solver])
@@ -509,7 +467,7 @@ def _figure_section(kind, dataset, table, potentials, trained, data_paths, runs,
             reason = "no OT-FM / SD-FM metrics at Euler NFE"
         else:
             figures.plot_metric_vs_epsilon(study, dataset, fig_dir, metric_name=metric_name,
-                                           auto=auto_epsilons(potentials).get(dataset))
+                                           auto=auto_epsilons(table, potentials).get(dataset))
     elif kind == "guidance":
         stats, solver, nfe = guidance_study(table, dataset)
         if stats.empty or stats.guidance.nunique() < 2:
@@ -530,7 +488,7 @@ def _figure_section(kind, dataset, table, potentials, trained, data_paths, runs,
                              f"{s['epsilon_abs']:.4g} | {s['steps_run']} | "
                              f"{s['fit_seconds']:.1f} | {s['final_chi2']:.4f}{flag} |")
     elif kind == "cost":
-        auto = auto_epsilons(potentials)
+        auto = auto_epsilons(table, potentials)
         costs = (cost_table(runs[runs.dataset == dataset], benchmarks, auto) if benchmarks
                  else cost_table(runs.iloc[:0], "."))
         pairing = pairing_all[pairing_all.dataset == dataset]
@@ -562,7 +520,7 @@ def _figure_section(kind, dataset, table, potentials, trained, data_paths, runs,
             columns = sorted({c for g in grids.values() for c in g}, key=_grid_column_order)
             figures.plot_sample_grids(grids, columns, dataset, fig_dir)
     elif kind == "superres":
-        from sdfm.report_superres import superres_section
+        from sdfm.report.superres import superres_section
 
         run_dirs = {v: p.parent for v, p in _first_seed_models(dataset, trained, ".json").items()}
         reason, extra = superres_section(dataset, table, run_dirs, fig_dir)
@@ -570,12 +528,6 @@ def _figure_section(kind, dataset, table, potentials, trained, data_paths, runs,
         figures.placeholder(stem, f"{dataset}: {title}", reason)
     lines = [f"### {title}", "", f"![{dataset}: {title}](figures/{stem.name}.png)", ""]
     return lines + ([*extra, ""] if extra else [])
-
-
-TITLES = {"metrics_vs_nfe": "Sample quality vs NFE", "metrics_vs_epsilon": "Effect of epsilon at fixed NFE",
-          "chi2": "Semidiscrete potential: chi² convergence", "cost": "Compute cost",
-          "trajectories": "ODE trajectories", "samples": "Samples", "guidance": "Classifier-free guidance",
-          "superres": "Super-resolution"}
 
 
 def _grid_column_order(label: str) -> tuple:
@@ -597,7 +549,7 @@ def _first_seed_models(dataset: str, trained: list, suffix: str = ".pt") -> dict
     return {k: v[1] for k, v in sorted(best.items(), key=lambda kv: variant_key(kv[0]))}
 
 
-# Backwards-compatible names (the figures live in sdfm.figures).
+# Backwards-compatible names (the figures live in sdfm.report.figures).
 def plot_metric_vs_nfe(table: pd.DataFrame, dataset: str, out_dir: str | Path, solver: str = "euler") -> list[Path]:
     """Metric vs NFE figure of one data set from the tidy table (see ``figures.plot_metric_vs_nfe``)."""
     stats = summarise(table[(table.dataset == dataset) & (table.solver == solver)])

@@ -15,7 +15,7 @@ per k, all in one process:
   ``quality_samples`` noise vectors against the full-space SD-FM pairs and independent pairs
   (:func:`sdfm.ot.pca.pairing_quality`).
 
-The result is one CSV row per k; :mod:`sdfm.jobs.pca_study_report` draws and describes it.
+The result is one CSV row per k; :mod:`sdfm.studies.pca_report` draws and describes it.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from sdfm.config import ConfigError
 from sdfm.data import load_prepared
+from sdfm.errors import ConfigError
 from sdfm.io import atomic_path
-from sdfm.jobs.common import pick_device
 from sdfm.ot import fit_potential
 from sdfm.ot.kernel import augment_queries, reduce_scores
 from sdfm.ot.pca import ProjectedPotential, fit_pca, pairing_quality, project_keys
+from sdfm.runtime import pick_device
 
 __all__ = ["STUDY_DEFAULTS", "pca_study"]
 

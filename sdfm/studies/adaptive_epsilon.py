@@ -21,9 +21,10 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sdfm.figures import _style, higher_is_better, save_figure  # noqa: E402
+from sdfm.artifacts import auto_epsilons, read_metrics  # noqa: E402
 from sdfm.io import atomic_write_text  # noqa: E402
-from sdfm.report import auto_epsilons, metric_name, summarise  # noqa: E402
+from sdfm.report.document import metric_name, summarise  # noqa: E402
+from sdfm.report.figures import _style, higher_is_better, save_figure  # noqa: E402
 
 __all__ = ["auto_vs_fixed", "adaptive_epsilon_study"]
 
@@ -133,9 +134,9 @@ def _figure(comparison: pd.DataFrame, summaries: dict[str, dict], stem: Path) ->
 def adaptive_epsilon_study(metrics_csv: str | Path, summaries: list[str | Path], figure: str | Path,
                            section: str | Path, reports_dir: str | Path, solver: str = "euler") -> pd.DataFrame:
     """Draw the figure, write the markdown section (figure link relative to ``reports_dir``); return the table."""
-    table = pd.read_csv(metrics_csv)
+    table = read_metrics(metrics_csv)
     loaded = [json.loads(Path(p).read_text()) for p in summaries]
-    auto = auto_epsilons(loaded)
+    auto = auto_epsilons(table, loaded)
     if not auto:
         raise ValueError("no potential summary with 'epsilon_auto': add 'auto' to methods.sdfm.epsilons")
     by_dataset = {s["dataset"]: s for s in loaded if s.get("epsilon_auto")}

@@ -1,4 +1,6 @@
-"""``sdfm`` command line: one subcommand per Snakemake rule, plus ``validate-config`` and ``compare``.
+"""``sdfm`` command line: one subcommand per Snakemake rule, plus ``validate-config``, ``smoke-config``, ``compare``.
+
+``sample`` draws from a trained run (:mod:`sdfm.jobs.sample`).
 
 Settings travel as JSON objects (``--settings '{"steps": 5000}'``) built by the rules from the
 validated config; every subcommand exits non-zero with one line on bad input.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,16 +28,21 @@ def _json(text: str) -> dict:
 
 
 def _context(args):
-    from sdfm.jobs.common import JobContext, setup_threads
+    from sdfm.progress import INTERVAL_ENV
+    from sdfm.runtime import JobContext, setup_threads
 
     setup_threads(args.threads)
-    return JobContext(experiment=args.experiment, results_dir=args.results_dir, progress=not args.no_progress)
+    if args.progress_seconds is not None:  # read by sdfm.progress (also in torchrun's other ranks)
+        os.environ[INTERVAL_ENV] = str(args.progress_seconds)
+    return JobContext(experiment=args.experiment, results_dir=args.results_dir, progress=not args.no_progress,
+                      log_model=getattr(args, "log_model", False))
 
 
 def _cmd_validate(args) -> None:
-    from sdfm.config import job_grid, load_config_file, validate_config
+    from sdfm.config import job_grid
+    from sdfm.config_files import validate_config_file
 
-    config = validate_config(load_config_file(args.config))
+    config = validate_config_file(args.config)
     print(f"{args.config}: valid; {len(config['datasets'])} data sets, {len(job_grid(config))} training jobs")
 
 
@@ -46,17 +54,14 @@ def _cmd_prepare(args) -> None:
 
 
 def _cmd_potential(args) -> None:
-    if args.distributed:
-        from sdfm.jobs.potential_sharded import fit_potential_sharded_job as fit_potential_job
-    else:
-        from sdfm.jobs.potential import fit_potential_job
+    from sdfm.jobs.potential import fit_potential_job
 
-    reference = {"reference": args.reference_potential} if args.reference_potential else {}  # PCA fits only
-    superres = {"superres": args.superres} if args.superres else {}
     summary = fit_potential_job(args.data, args.dataset, args.epsilon, args.settings, args.out, args.summary,
                                 _context(args), seed=args.seed, device=args.device, conditional=args.conditional,
-                                **reference, **superres,
-                                **({"auto_epsilon": args.auto_epsilon} if args.epsilon == "auto" else {}))
+                                reference=args.reference_potential, superres=args.superres,
+                                auto_epsilon=args.auto_epsilon if args.epsilon == "auto" else None,
+                                pca_dim=args.pca_dim, distributed=args.distributed,
+                                **({"reference_batch": args.reference_batch} if args.reference_batch else {}))
     if args.distributed and summary["mlflow_run_id"] is None:
         return  # not rank 0: the summary is rank 0's to report
     print(f"{args.out}: chi2 {summary['final_chi2']:.4f} after {summary['steps_run']} steps "
@@ -77,7 +82,9 @@ def _cmd_train(args) -> None:
 
     stats = train_job(args.data, args.dataset, args.method, args.epsilon, args.seed, args.model, args.train,
                       args.out, args.checkpoint, _context(args), potential_path=args.potential, device=args.device,
-                      conditional=args.conditional, superres=args.superres)
+                      conditional=args.conditional, superres=args.superres, distributed=args.distributed)
+    if args.distributed and "pairing_share" not in stats:
+        return  # not rank 0: the summary is rank 0's to report
     print(f"{args.out}: final loss {stats['final_loss']:.4f}, pairing share {stats['pairing_share']:.1%}")
 
 
@@ -86,8 +93,17 @@ def _cmd_evaluate(args) -> None:
 
     table = evaluate_run(args.data, args.model, args.dataset, args.method, args.epsilon, args.seed,
                          args.batch_size, args.settings, args.out, _context(args), device=args.device,
-                         feature_net_path=args.feature_net)
+                         feature_net_path=args.feature_net, fid_reference=args.fid_reference)
     print(f"{args.out}: {len(table)} rows")
+
+
+def _cmd_fid_reference(args) -> None:
+    from sdfm.jobs.fid_reference import fid_reference_job
+
+    done = fid_reference_job(args.data, args.dataset, args.weights, args.out, _context(args),
+                             expected_sha256=args.sha256, keep_features=args.features, batch_size=args.batch_size,
+                             device=args.device)
+    print(f"{args.out}: statistics of {done['count']} images (weights sha256 {done['weights_sha256'][:16]}...)")
 
 
 def _cmd_aggregate(args) -> None:
@@ -98,7 +114,7 @@ def _cmd_aggregate(args) -> None:
 
 
 def _cmd_report(args) -> None:
-    from sdfm.report import write_report
+    from sdfm.report.document import write_report
 
     meta = {"experiment": args.experiment, "repo": args.repo, "config": args.config_json}
     path = write_report(args.metrics, args.summaries, args.out_dir, meta, train_summaries=args.train_summaries,
@@ -108,7 +124,7 @@ def _cmd_report(args) -> None:
 
 
 def _cmd_pca_study(args) -> None:
-    from sdfm.jobs.pca_study import pca_study
+    from sdfm.studies.pca import pca_study
 
     _context(args)
     table = pca_study(args.data, args.dataset, args.dims, args.settings, args.out, device=args.device,
@@ -117,7 +133,7 @@ def _cmd_pca_study(args) -> None:
 
 
 def _cmd_pca_study_report(args) -> None:
-    from sdfm.jobs.pca_study_report import write_pca_study_report
+    from sdfm.studies.pca_report import write_pca_study_report
 
     path = write_pca_study_report(args.inputs, args.figure, args.section, args.reports_dir, metrics=args.metrics,
                                   summaries=args.summaries)
@@ -125,7 +141,7 @@ def _cmd_pca_study_report(args) -> None:
 
 
 def _cmd_convergence_study(args) -> None:
-    from sdfm.jobs.convergence_study import convergence_study
+    from sdfm.studies.convergence import convergence_study
 
     _context(args)
     table = convergence_study(args.data, args.dataset, args.settings, args.out, device=args.device,
@@ -134,7 +150,7 @@ def _cmd_convergence_study(args) -> None:
 
 
 def _cmd_convergence_report(args) -> None:
-    from sdfm.jobs.convergence_report import write_convergence_report
+    from sdfm.studies.convergence_report import write_convergence_report
 
     settings = args.settings
     path = write_convergence_report(args.input, args.figure, args.section, args.fits, args.reports_dir,
@@ -144,33 +160,63 @@ def _cmd_convergence_report(args) -> None:
 
 
 def _cmd_adaptive_epsilon_study(args) -> None:
-    from sdfm.jobs.adaptive_epsilon_study import adaptive_epsilon_study
+    from sdfm.studies.adaptive_epsilon import adaptive_epsilon_study
 
     table = adaptive_epsilon_study(args.metrics, args.summaries, args.figure, args.section, args.reports_dir)
     print(f"{args.section}: {len(table)} (data set, metric, NFE) comparisons")
 
 
+def _cmd_smoke_config(args) -> None:
+    from sdfm.smoke.run import smoke_config
+
+    result = smoke_config(args.config, args.out, cores=args.cores, inception_weights=args.inception_weights)
+    if result.returncode != 0 or not result.report.is_file():
+        raise SmokeFailed(f"{args.config}: the toy DAG failed after {result.seconds:.0f} s (Snakemake exit "
+                          f"{result.returncode}); see the job logs under {result.workdir}")
+    print(f"{args.config}: {result.report} written; the toy DAG took {result.seconds:.0f} s")
+
+
+class SmokeFailed(RuntimeError):
+    """A smoke run whose DAG did not reach its report."""
+
+
 def _cmd_compare(args) -> None:
-    import pandas as pd
+    from sdfm.artifacts import auto_epsilons, read_metrics
+    from sdfm.report.document import paper_table, read_auto_epsilons
+    from sdfm.report.figures import higher_is_better
+    from sdfm.report.table_formats import csv_rows, format_table, write_csv
 
-    from sdfm.figures import higher_is_better
-    from sdfm.report import format_paper_table, paper_table, read_auto_epsilons
-
-    table = pd.read_csv(Path(args.results) / "metrics.csv" if Path(args.results).is_dir() else args.results)
-    auto = read_auto_epsilons(args.results) if Path(args.results).is_dir() else {}  # SD-FM epsilon `auto` rows
+    results = Path(args.results)
+    table = read_metrics(results / "metrics.csv" if results.is_dir() else results)
+    auto = read_auto_epsilons(results) if results.is_dir() else auto_epsilons(table)  # SD-FM epsilon `auto` rows
+    rows, heading = [], {"text": "{}", "markdown": "### {}", "latex": "% {}"}.get(args.format)
     for dataset in sorted(table.dataset.unique()):
         for metric in sorted(table[table.dataset == dataset].metric.unique()):
             if args.metric and metric != args.metric:
                 continue
             means, stds = paper_table(table, dataset, metric, auto=auto.get(dataset))
             lower = not higher_is_better(metric)  # precision / recall: the maximum is the best
-            print(f"\n{dataset} — {metric} (mean ± std over seeds; {'lower' if lower else 'higher'} is better, "
-                  "best in bold)\n")
-            print(format_paper_table(means, stds, lower_is_better=lower))
+            if args.format == "csv":
+                rows += csv_rows(dataset, metric, means, stds, lower_is_better=lower)
+                continue
+            print(heading.format(f"{dataset} — {metric} (mean ± std over seeds; {'lower' if lower else 'higher'} "
+                                 "is better)") + "\n")
+            print(format_table(means, stds, lower_is_better=lower, fmt=args.format) + "\n")
+    if args.format == "csv":
+        print(write_csv(rows), end="")
+
+
+def _cmd_sample(args) -> None:
+    from sdfm.jobs.sample import sample_run
+
+    done = sample_run(args.run, args.out, n=args.n, solver=args.solver, nfe=args.nfe, seed=args.seed,
+                      guidance=args.guidance, label=args.label, data=args.data, device=args.device)
+    print(f"{done['npz']}: {args.n} samples of shape {done['shape']} ({args.solver}, NFE {done['nfe']}); "
+          f"picture {done['png']}")
 
 
 def _epsilon(text: str) -> float | str:
-    """A relative epsilon >= 0, or ``auto`` (chosen by the potential job: sdfm.jobs.auto_epsilon)."""
+    """A relative epsilon >= 0, or ``auto`` (chosen by the potential job: sdfm.ot.auto_epsilon)."""
     if text == "auto":
         return text
     try:
@@ -182,12 +228,41 @@ def _epsilon(text: str) -> float | str:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+class _VersionAction(argparse.Action):
+    """``sdfm --version``: the package version, and the git commit of a checkout install (``-dirty`` if edited)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sdfm
+        from sdfm.provenance import git_state
+
+        state = git_state(Path(sdfm.__file__).resolve().parent)
+        commit = f" (git {state['commit'][:12]}{'-dirty' if state['dirty'] else ''})" if state["commit"] else ""
+        print(f"sdfm {sdfm.__version__}{commit}")
+        parser.exit()
+
+
 def _json_or_null(text: str) -> dict | None:
     return None if text.strip() in ("", "null", "None") else _json(text)
 
 
+# Long (148 lines): one flat list of every subcommand's arguments, kept in one place so the CLI reads as its
+# reference; splitting it per layer (jobs, studies) is the follow-up of the typed-arguments work (ARCHITECTURE.md).
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdfm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_VersionAction, help="print the version (and git commit) and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def job(name, func, help_text, reads_data=True):
@@ -199,7 +274,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--results-dir", default="results", help="where the default MLflow store lives")
         p.add_argument("--threads", type=int, default=None, help="torch threads (Snakemake's threads:)")
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars and lines")
+        p.add_argument("--progress-seconds", type=_seconds, default=None,
+                       help="seconds between progress lines when the output is not a terminal (default 30, "
+                            "or SDFM_PROGRESS_SECONDS)")
+        p.add_argument("--log-model", action="store_true", help="log a trained model with mlflow.pytorch")
         p.set_defaults(func=func)
         return p
 
@@ -215,8 +294,11 @@ def _parser() -> argparse.ArgumentParser:
     p = job("fit-potential", _cmd_potential, "fit the semidiscrete potential of a data set")
     p.add_argument("--epsilon", type=_epsilon, required=True, help="relative epsilon (x std of the cost), or auto")
     p.add_argument("--auto-epsilon", type=_json_or_null, default=None,
-                   help="epsilon auto: '{\"target_entropy\": 0.05, \"reference_batch\": 1024}' (sdfm.jobs.auto_epsilon)")
-    p.add_argument("--settings", type=_json, default={})
+                   help="epsilon auto: '{\"target_entropy\": 0.05, \"reference_batch\": 1024}' (sdfm.ot.auto_epsilon)")
+    p.add_argument("--settings", type=_json, default={}, help="the solver's settings (potential.* of the config)")
+    p.add_argument("--reference-batch", type=int, default=None,
+                   help="rows of the seeded batch that makes the relative epsilon absolute (potential.reference_batch)")
+    p.add_argument("--pca-dim", type=int, default=None, help="fit in the top-k PCA subspace (potential.pca_dim)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--conditional", type=_json_or_null, default=None, help="'{\"beta\": 1.0}' or null")
     p.add_argument("--superres", type=_json_or_null, default=None, help="'{\"factor\": 4, \"beta\": 1.0}' or null")
@@ -225,7 +307,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--distributed", action="store_true",
                    help="shard the points over the torch.distributed ranks (start with torchrun --nproc-per-node K)")
     p.add_argument("--reference-potential", default=None,
-                   help="PCA fits (settings pca_dim): the full-space potential of the same points, to compare pairs with")
+                   help="PCA fits (--pca-dim): the full-space potential of the same points, to compare pairs with")
 
     p = job("train-feature-net", _cmd_feature_net, "train the FeatureNet that defines fd_<dataset>")
     p.add_argument("--settings", type=_json, default={})
@@ -243,6 +325,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--superres", type=_json_or_null, default=None, help="'{\"factor\": 4, \"beta\": 1.0}' or null")
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the torch.distributed ranks (start with torchrun --nproc-per-node K)")
 
     p = job("evaluate", _cmd_evaluate, "sample a trained model and score it")
     p.add_argument("--model", required=True)
@@ -252,7 +336,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--settings", type=_json, required=True)
     p.add_argument("--feature-net", default=None, help="FeatureNet file (metric fd)")
+    p.add_argument("--fid-reference", default=None, help="the test split's Inception statistics (from fid-reference)")
     p.add_argument("--out", required=True)
+
+    p = job("fid-reference", _cmd_fid_reference, "Inception statistics of a data set's test split (FID reference)")
+    p.add_argument("--weights", required=True, help="the Inception weights file (evaluate.inception_weights)")
+    p.add_argument("--sha256", default=None, help="its expected SHA-256 (evaluate.inception_sha256); checked when given")
+    p.add_argument("--features", action="store_true", help="keep the features too (kid, precision, recall)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per Inception batch")
+    p.add_argument("--out", required=True, help="the statistics file (.npz)")
 
     p = sub.add_parser("aggregate", help="concatenate evaluation tables into metrics.csv")
     p.add_argument("--inputs", nargs="*", default=[])
@@ -310,20 +402,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reports-dir", required=True, help="figure links are relative to it")
     p.set_defaults(func=_cmd_adaptive_epsilon_study)
 
+    p = sub.add_parser("smoke-config", help="run a config's whole DAG at toy scale on stand-in data, to report.md")
+    p.add_argument("config", help="a workflow config (workflow/configs/*.yaml, config.yaml, your own)")
+    p.add_argument("--out", default=None, help="the folder of the run (default: smoke/<config name>)")
+    p.add_argument("--cores", type=int, default=2, help="Snakemake --cores (default 2)")
+    p.add_argument("--inception-weights", default=None,
+                   help="a random Inception file written before (sdfm.smoke.inception), to reuse")
+    p.set_defaults(func=_cmd_smoke_config)
+
     p = sub.add_parser("compare", help="print the paper-style tables of a results folder")
     p.add_argument("results", nargs="?", default="results", help="results folder or metrics.csv")
     p.add_argument("--metric", default=None, help="only this metric")
+    p.add_argument("--format", default="text", choices=["text", "markdown", "csv", "latex"],
+                   help="an aligned terminal table (default), Markdown, CSV (one row per cell) or LaTeX (booktabs)")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("sample", help="draw samples from a trained run into an .npz and a PNG (grid or scatter)")
+    p.add_argument("run", help="a run folder results/runs/<dataset>/<method>/eps<e>/seed<s> (or its model.pt)")
+    p.add_argument("--n", type=int, default=64, help="how many samples (default 64)")
+    p.add_argument("--solver", default="euler", choices=["euler", "midpoint", "heun", "rk4", "dopri5", "meanflow"])
+    p.add_argument("--nfe", type=int, default=4, help="function evaluations (default 4; dopri5 picks its own)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (conditional runs)")
+    p.add_argument("--label", type=int, default=None, help="one class for every sample (default: the classes in turn)")
+    p.add_argument("--data", default=None, help="prepared data (.npz) drawn behind 2-D samples (default: the run's)")
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    p.add_argument("--out", required=True, help="the .npz to write; the picture goes beside it as .png")
+    p.set_defaults(func=_cmd_sample)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sdfm`` console script."""
     args = _parser().parse_args(argv)
-    from sdfm.config import ConfigError
     from sdfm.data import DataError
+    from sdfm.errors import ConfigError
+    from sdfm.metrics.reference_stats import ReferenceMismatch
 
-    known = (ConfigError, DataError, FileNotFoundError, NotImplementedError)
+    known = (ConfigError, DataError, FileNotFoundError, NotImplementedError, ReferenceMismatch, SmokeFailed)
     try:
         args.func(args)
     except known as err:

@@ -8,6 +8,7 @@ The Snakefile hands its ``config`` dict to :func:`validate_config` before any jo
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from itertools import product
 from pathlib import Path
@@ -15,19 +16,26 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from sdfm.data.registry import DATASETS, dataset_options
+from sdfm.artifacts import epsilon_label
+from sdfm.data.registry import dataset_options
 from sdfm.data.toy import TOY_DATASETS
-from sdfm.sampling import DOPRI5_TOL
+from sdfm.config_values import (check_data_options, check_finite, check_output_dirs, check_readable_file,
+                                check_study_sets, check_unique_seeds, integral_floats_to_int, strict_integer_validator,
+                                type_hint)
+from sdfm.config_yaml import read_config_file
+from sdfm.errors import ConfigError
+from sdfm.fm.sampling import DOPRI5_TOL
 
 __all__ = [
-    "ConfigError",
+    "DEFAULT_RESOURCES",
     "DEFAULT_SCHEMA",
     "conditional_sdfm_supported",
     "dataset_settings",
-    "epsilon_label",
     "job_grid",
+    "layer_configs",
     "load_config_file",
     "needs_feature_net",
+    "typed_overrides",
     "validate_config",
 ]
 
@@ -49,10 +57,26 @@ BUILTIN_DEFAULTS = {
         "points": {"solvers": ["euler"], "nfe": [1, 2, 4, 8, 16], "n_samples": 2000, "metrics": ["w2", "energy"],
                    "dopri5_tol": DOPRI5_TOL},
         "images": {"solvers": ["euler"], "nfe": [1, 2, 4, 8, 16], "n_samples": 2000, "metrics": ["fd"],
-                   "guidance": [1.0], "inception_weights": None, "dopri5_tol": DOPRI5_TOL},
+                   "guidance": [1.0], "inception_weights": None, "inception_sha256": None, "save_samples": False,
+                   "dopri5_tol": DOPRI5_TOL},
     },
     "feature_net": {"epochs": 20, "batch_size": 128, "lr": 1e-3, "feature_dim": 64, "width": 32},
 }
+#: What each rule's jobs ask the scheduler for: memory (MB), wall time (minutes), GPUs (with ``gpu: true``;
+#: None: one per rank of the fit, ``potential.processes``). Config key ``resources.<rule>`` overrides them.
+DEFAULT_RESOURCES = {
+    "prepare_data": {"mem_mb": 2000, "runtime": 30, "gpus": 0},
+    "fit_potential": {"mem_mb": 4000, "runtime": 120, "gpus": None},
+    "train": {"mem_mb": 4000, "runtime": 240, "gpus": 1},
+    "train_feature_net": {"mem_mb": 4000, "runtime": 60, "gpus": 1},
+    "fid_reference": {"mem_mb": 4000, "runtime": 60, "gpus": 1},
+    "evaluate": {"mem_mb": 4000, "runtime": 120, "gpus": 1},
+    "convergence_study": {"mem_mb": 4000, "runtime": 120, "gpus": 1},
+    "pca_study_data": {"mem_mb": 2000, "runtime": 30, "gpus": 0},
+    "pca_study": {"mem_mb": 4000, "runtime": 120, "gpus": 1},
+}
+#: Sources of vectors (kind ``points``); every other source holds images.
+POINT_SOURCES = (*TOY_DATASETS, "arrays")
 #: Stages whose built-in defaults depend on the kind of data (points or images).
 _KIND_STAGES = ("model", "evaluate")
 _STAGES = ("potential", "model", "train", "evaluate", "feature_net")
@@ -68,25 +92,50 @@ _MODEL_KEYS = {
 }
 
 
-class ConfigError(ValueError):
-    """An invalid configuration; the message is one line naming the key and the fix."""
-
-
 def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
 def load_config_file(path: str | Path) -> dict:
-    """Read a YAML config file (for ``sdfm validate-config``; Snakemake reads it itself)."""
-    try:
-        config = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist: give the path of a YAML config") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, e.g. 'datasets: ...'")
-    return config
+    """Read a YAML config file strictly (:mod:`sdfm.config_yaml`: errors name the line and column)."""
+    return read_config_file(path).data
+
+
+def layer_configs(layers: list[dict]) -> dict:
+    """Combine config layers, later ones winning: each top-level key comes whole from the last layer setting it.
+
+    The Snakefile passes the embedded ``config.yaml``, each ``--configfile`` in order, then the
+    ``--config key=value`` pairs; so ``--config 'seeds=[0]'`` changes the seeds only, and a config
+    file with its own ``datasets`` runs those data sets alone (not merged with the defaults').
+    """
+    merged = {}
+    for layer in layers:
+        merged.update(copy.deepcopy(dict(layer or {})))
+    return merged
+
+
+def typed_overrides(values) -> dict:
+    """The ``--config key=value`` pairs with the numbers, booleans and nulls inside lists and mappings typed.
+
+    Snakemake reads a top-level value as an int, a float, a bool, else YAML with every scalar left a
+    string (``seeds=[0]`` gives ``["0"]``); each such nested string is read again as a YAML scalar, and
+    kept as written unless it is a number, true / false or null.
+    """
+    def scalar(text: str):
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        return value if value is None or isinstance(value, (bool, int, float)) else text
+
+    def typed(value, nested: bool):
+        if isinstance(value, dict):
+            return {key: typed(item, True) for key, item in value.items()}
+        if isinstance(value, list):
+            return [typed(item, True) for item in value]
+        return scalar(value) if nested and isinstance(value, str) else value
+
+    return {key: typed(value, False) for key, value in dict(values or {}).items()}
 
 
 def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
@@ -100,9 +149,17 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
         return ConfigError(f"config key '{key}' misses a required entry: {err.message}")
     if err.validator == "enum":
         return ConfigError(f"config key '{key}': {err.instance!r} is not allowed; choose one of {err.validator_value}")
+    hint = type_hint(err.instance) or "fix its value"
     if err.validator == "type":
-        return ConfigError(f"config key '{key}': {err.instance!r} is not of type {err.validator_value}; fix its value")
-    return ConfigError(f"config key '{key}': {err.message}; fix its value")
+        return ConfigError(f"config key '{key}': {err.instance!r} is not of type {err.validator_value}; {hint}")
+    return ConfigError(f"config key '{key}': {err.message}; {hint}")
+
+
+@functools.lru_cache(maxsize=4)
+def _schema(path: str, mtime_ns: int) -> tuple[dict, object]:
+    """The schema at ``path`` (read once per version of the file) and its validator; both are only read."""
+    schema = yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return schema, strict_integer_validator(schema)
 
 
 def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> dict:
@@ -112,16 +169,22 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
         ConfigError: one line naming the offending key and what to do.
     """
     config = copy.deepcopy(config or {})
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    schema, validator = _schema(str(Path(schema_path).resolve()), Path(schema_path).stat().st_mtime_ns)
+    check_finite(config)
+    integral_floats_to_int(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         raise _schema_error(jsonschema.exceptions.best_match(errors))
     for key, spec in schema["properties"].items():
         if "default" in spec and key not in config:
             config[key] = copy.deepcopy(spec["default"])
+    config["resources"] = {rule: {**defaults, **config["resources"].get(rule, {})}
+                           for rule, defaults in DEFAULT_RESOURCES.items()}
+    check_unique_seeds(config["seeds"], "seeds")
+    check_output_dirs(config)
+    check_study_sets(config)
     for name, entry in config["datasets"].items():
-        _check_dataset(name, entry)
+        check_data_options(f"datasets.{name}", entry["source"], entry.get("options", {}))
         merged = dataset_settings(config, name)
         model = merged["model"]
         stray = sorted(set(model) - _MODEL_KEYS[model["kind"]])
@@ -131,6 +194,12 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
                 f"its keys are {', '.join(sorted(_MODEL_KEYS[model['kind']]))}"
             )
         _check_image_track(config, name, merged)
+        train = merged["train"]
+        if train.get("batch_size", 0) % train.get("processes", 1):
+            raise ConfigError(
+                f"config key '{_where(config, name, 'train', 'batch_size')}': the global batch {train['batch_size']} "
+                f"must be a multiple of train.processes = {train['processes']} (each rank trains on an equal share)"
+            )
         potential = merged["potential"]
         if potential.get("processes", 1) > 1 and potential.get("init") == "multiscale":
             raise ConfigError(
@@ -166,7 +235,7 @@ def _check_convergence_study(config: dict) -> None:
     study = config.get("studies", {}).get("convergence")
     if study is None:
         return
-    from sdfm.jobs.convergence_study import STUDY_DEFAULTS
+    from sdfm.studies.convergence import STUDY_DEFAULTS
 
     key, study = "studies.convergence", {**STUDY_DEFAULTS, **study}
     if study["dataset"] not in config["datasets"]:
@@ -188,28 +257,6 @@ def _check_convergence_study(config: dict) -> None:
                           f"'{study['dataset']}' (datasets.{study['dataset']}.options.n_train); use smaller N")
 
 
-def _check_dataset(name: str, entry: dict) -> None:
-    source = entry["source"]
-    if source not in DATASETS:
-        raise ConfigError(
-            f"config key 'datasets.{name}.source': unknown data set {source!r}; choose one of {', '.join(sorted(DATASETS))}"
-        )
-    known = dataset_options(source)
-    options = entry.get("options", {})
-    for option in options:
-        if option not in known:
-            raise ConfigError(
-                f"config key 'datasets.{name}.options.{option}' is unknown for data set '{source}': "
-                f"its options are {', '.join(known) or 'none'}"
-            )
-    for option, default in known.items():
-        if default is inspect.Parameter.empty and option not in options:
-            raise ConfigError(f"config key 'datasets.{name}.options.{option}' is required for data set '{source}'")
-    path = options.get("path")
-    if path is not None and not Path(path).exists():
-        raise ConfigError(f"config key 'datasets.{name}.options.path': {path} does not exist; point it at the local data")
-
-
 def data_dimension(source: str, options: dict) -> int | None:
     """The flat dimension D of a data set, from its source and options alone (None if unknown before loading)."""
     from sdfm.data.imagenet import IMAGENET_DATASETS
@@ -227,15 +274,12 @@ def data_dimension(source: str, options: dict) -> int | None:
 
 
 def _check_pca(config: dict, name: str, merged: dict) -> None:
-    """``potential.pca_dim``: below the data dimension, and not on a sharded fit."""
+    """``potential.pca_dim``: below the data dimension."""
     potential = merged["potential"]
     k = potential.get("pca_dim")
     if k is None:
         return
     where = _where(config, name, "potential", "pca_dim")
-    if potential.get("processes", 1) > 1:
-        raise ConfigError(f"config key '{where}': a PCA potential cannot be sharded over potential.processes = "
-                          f"{potential['processes']} ranks yet; use processes 1 or pca_dim null")
     dim = data_dimension(merged["source"], merged["options"])
     if dim is not None and k >= dim:
         raise ConfigError(f"config key '{where}': {k} is not below the dimension {dim} of data set '{name}'; "
@@ -273,11 +317,9 @@ def _check_image_track(config: dict, name: str, merged: dict) -> None:
                 f"space of 'fd' or 'fid'; add one of them"
             )
     weights = evaluate.get("inception_weights")
-    if weights is not None and not Path(weights).is_file():
-        raise ConfigError(
-            f"config key '{_where(config, name, 'evaluate', 'inception_weights')}': {weights} does not exist; "
-            f"point it at a local copy of torch-fidelity's weights-inception-2015-12-05-6726825d.pth"
-        )
+    if weights is not None:
+        check_readable_file(_where(config, name, "evaluate", "inception_weights"), weights,
+                            "point it at a local copy of torch-fidelity's weights-inception-2015-12-05-6726825d.pth")
     if "fid" in metrics and weights is None:
         raise ConfigError(
             f"config key '{_where(config, name, 'evaluate', 'inception_weights')}' is required by metric 'fid': "
@@ -289,10 +331,10 @@ def _check_image_track(config: dict, name: str, merged: dict) -> None:
             f"train.objective 'meanflow'; drop it or train a MeanFlow model"
         )
     if merged["conditional"] is not None:
-        if not images:
+        if not images and merged["options"].get("label_column") is None:
             raise ConfigError(
-                f"config key 'datasets.{name}.conditional': '{name}' holds unlabelled points; "
-                f"conditional generation needs a labelled image set"
+                f"config key 'datasets.{name}.conditional': '{name}' holds unlabelled points; conditional "
+                f"generation needs labels (source arrays: options.label_column) or a labelled image set"
             )
         if "sdfm" in config["methods"] and not conditional_sdfm_supported():
             raise ConfigError(
@@ -346,7 +388,7 @@ def dataset_settings(config: dict, name: str) -> dict:
     (``train.objective: meanflow``) is always evaluated with solver ``meanflow`` too.
     """
     entry = config["datasets"][name]
-    kind = "points" if entry["source"] in TOY_DATASETS else "images"
+    kind = "points" if entry["source"] in POINT_SOURCES else "images"
     merged = {"source": entry["source"], "options": dict(entry.get("options", {})), "kind": kind,
               "conditional": copy.deepcopy(entry.get("conditional")), "superres": copy.deepcopy(entry.get("superres"))}
     for stage in _STAGES:
@@ -362,11 +404,6 @@ def needs_feature_net(config: dict, name: str) -> bool:
     """Whether the evaluation of data set ``name`` needs its FeatureNet (metric ``fd``)."""
     merged = dataset_settings(config, name)
     return merged["kind"] == "images" and "fd" in merged["evaluate"]["metrics"]
-
-
-def epsilon_label(epsilon: float | str) -> str:
-    """The wildcard spelling of a relative epsilon: ``0``, ``0.1``, ``0.01``; ``auto`` stays ``auto``."""
-    return "auto" if epsilon == "auto" else f"{float(epsilon):g}"
 
 
 def job_grid(config: dict) -> list[dict]:

@@ -121,6 +121,9 @@ def test_gpu_benchmark_runs_at_toy_size_on_cpu(tmp_path):
     assert set(pairing["method"]) == {"exact-fp32", "screened-bf16"}
     assert (pairing.loc[pairing["epsilon_rel"] == 0, "identical"] == 1.0).all()
     assert list(frames["ddp"]["ranks"]) == [1, 2]
+    assert (pairing[["fm_step_fp32_s", "fm_step_tf32_s", "fm_step_bf16_s"]] > 0).all().all()
+    train_ddp = frames["train_ddp"]
+    assert list(train_ddp["ranks"]) == [1, 2] and (train_ddp["step_s"] > 0).all()
 
 
 def test_gpu_benchmark_time_to_target():

@@ -1,5 +1,7 @@
 """The sdfm command line: subcommands exist, bad input exits non-zero with one line."""
 
+import io
+import re
 import subprocess
 import sys
 
@@ -46,11 +48,51 @@ def test_bad_json_settings_are_refused(tmp_path):
     assert result.returncode == 2 and "JSON" in result.stderr
 
 
-def test_compare_prints_the_paper_table(tmp_path, capsys):
+def _metrics(tmp_path):
     rows = [("moons", m, 0.0, 64, s, "euler", n, "w2", v)
             for m, base in (("fm", 1.0), ("sdfm", 0.5)) for s in (0, 1) for n, v in ((1, base + s), (4, base / 2))]
     pd.DataFrame(rows, columns=["dataset", "method", "epsilon", "batch_size", "seed", "solver", "nfe", "metric",
                                 "value"]).to_csv(tmp_path / "metrics.csv", index=False)
+
+
+def test_compare_prints_an_aligned_table_with_the_best_marked(tmp_path, capsys):
+    _metrics(tmp_path)
     assert main(["compare", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "| SD-FM (semidiscrete), eps=0 | **1 ± 0.71** | **0.25 ± 0** |" in out
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("moons — w2 (mean ± std over seeds; lower is better)")
+    assert lines[start + 2:start + 7] == [
+        "method                          euler 1    euler 4",
+        "---------------------------------------------------",
+        "FM (independent)             1.5 ± 0.71    0.5 ± 0",
+        "SD-FM (semidiscrete), eps=0    1 ± 0.71*  0.25 ± 0*",
+        "(* best in its column)",
+    ]
+
+
+def test_compare_as_markdown_csv_and_latex(tmp_path, capsys):
+    _metrics(tmp_path)
+    assert main(["compare", str(tmp_path), "--format", "markdown"]) == 0
+    markdown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert markdown == [
+        "| method                      |      euler 1 |      euler 4 |",
+        "| --------------------------- | -----------: | -----------: |",
+        "| FM (independent)            |   1.5 ± 0.71 |      0.5 ± 0 |",
+        "| SD-FM (semidiscrete), eps=0 | **1 ± 0.71** | **0.25 ± 0** |",
+    ]
+
+    assert main(["compare", str(tmp_path), "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table.columns) == ["dataset", "metric", "method", "column", "mean", "std", "best"]
+    assert len(table) == 4 and table.best.tolist() == [0, 0, 1, 1]
+    assert table.loc[0, "mean"] == 1.5 and abs(table.loc[0, "std"] - 0.5 ** 0.5) < 1e-12
+
+    assert main(["compare", str(tmp_path), "--format", "latex", "--metric", "w2"]) == 0
+    latex = capsys.readouterr().out
+    assert r"\begin{tabular}{lrr}" in latex and r"\toprule" in latex and r"\bottomrule" in latex
+    assert r"SD-FM (semidiscrete), eps=0 & $\mathbf{1} \pm 0.71$ & $\mathbf{0.25} \pm 0$ \\" in latex
+
+
+def test_version_names_the_package_and_commit():
+    result = _sdfm("--version")
+    assert result.returncode == 0
+    assert re.fullmatch(r"sdfm 0\.1\.0( \(git [0-9a-f]{12}(-dirty)?\))?\n", result.stdout), result.stdout

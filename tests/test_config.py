@@ -4,7 +4,8 @@ import copy
 
 import pytest
 
-from sdfm.config import ConfigError, dataset_settings, job_grid, validate_config
+from sdfm.config import dataset_settings, job_grid, validate_config
+from sdfm.errors import ConfigError
 
 GOOD = {
     "datasets": {"moons": {"source": "moons", "options": {"n_train": 100}}},

@@ -4,7 +4,9 @@ import copy
 
 import pytest
 
-from sdfm.config import ConfigError, epsilon_label, job_grid, validate_config
+from sdfm.artifacts import epsilon_label
+from sdfm.config import job_grid, validate_config
+from sdfm.errors import ConfigError
 
 BASE = {
     "datasets": {"moons": {"source": "moons"}},

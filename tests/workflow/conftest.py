@@ -23,6 +23,11 @@ TINY = {
 TINY_JOBS_WITH_RUNS = 1 + 2 + 2 * 4
 
 
+def job_runs(runs: list) -> list:
+    """The runs of jobs, without the parent run of each data set (sdfm.tracking)."""
+    return [run for run in runs if "sdfm.parent_key" not in run.data.tags]
+
+
 def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the repository's Snakefile in ``workdir`` with the venv's tools on PATH."""
     full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}

@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import REPO, snakemake, write_config
 from sdfm.config import job_grid, needs_feature_net, validate_config
+from sdfm.smoke.standins import write_arrays
 
 CONFIGS = sorted((REPO / "workflow" / "configs").glob("*.yaml"))
 
@@ -37,7 +38,9 @@ def _image_folder(folder: Path) -> Path:
     return folder
 
 
-def _fake_data(source: str, root: Path) -> Path:
+def _fake_data(source: str, root: Path, options: dict) -> Path:
+    if source == "arrays":  # a file of the config's format with its column / array names
+        return write_arrays(root / Path(options["path"]).name, options.get("features"), options.get("label_column"))
     if source in ("imagenet32", "imagenet64"):
         return _imagenet(root / source, int(source[len("imagenet"):]))
     if source == "image_folder":
@@ -52,7 +55,7 @@ def patched(config: dict, root: Path) -> dict:
     weights.write_bytes(b"fake")
     for entry in config["datasets"].values():
         if "path" in entry.get("options", {}):
-            entry["options"]["path"] = str(_fake_data(entry["source"], root))
+            entry["options"]["path"] = str(_fake_data(entry["source"], root, entry["options"]))
     for section in [config, *config["datasets"].values()]:
         if section.get("evaluate", {}).get("inception_weights"):
             section["evaluate"]["inception_weights"] = str(weights)
@@ -123,3 +126,17 @@ def test_sharded_potentials_are_launched_with_torchrun(tmp_path):
     fits = [line for line in (result.stdout + result.stderr).splitlines() if "fit-potential" in line]
     assert fits and all("torchrun --standalone --nproc-per-node 8 -m sdfm.cli fit-potential" in l for l in fits)
     assert all("--distributed" in l and '"processes"' not in l for l in fits)
+
+
+def test_data_parallel_training_is_launched_with_torchrun(tmp_path):
+    """``train.processes: 2`` runs each train job as 2 torchrun ranks with --distributed."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["datasets"] = {"checkerboard": config["datasets"]["checkerboard"]}
+    config["train"] = {**config["train"], "processes": 2}
+    workdir = tmp_path / "work"
+    write_config(workdir, config)
+    result = snakemake(workdir, "--cores", "2", "-n", "-p")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    jobs = [line for line in (result.stdout + result.stderr).splitlines() if " train " in line and "--method" in line]
+    assert jobs and all("torchrun --standalone --nproc-per-node 2 -m sdfm.cli train" in l for l in jobs)
+    assert all("--distributed" in l and '"processes"' not in l for l in jobs)

@@ -5,18 +5,25 @@ import copy
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, TINY_JOBS_WITH_RUNS, snakemake, write_config
+from conftest import TINY, TINY_JOBS_WITH_RUNS, job_runs, snakemake, write_config
+
+from sdfm.artifacts import METRIC_COLUMNS
 
 
-def _runs(workdir):
+def _runs(workdir, parents=False):
+    """The job runs (with ``parents``: the parent runs of the data sets)."""
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tiny")
-    return client.search_runs([experiment.experiment_id], max_results=1000)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    jobs = job_runs(runs)
+    return [r for r in runs if r not in jobs] if parents else jobs
 
 
 def test_dag_writes_the_tidy_table_and_the_report(tiny_run):
     table = pd.read_csv(tiny_run / "results" / "metrics.csv")
-    assert list(table.columns) == ["dataset", "method", "epsilon", "batch_size", "seed", "solver", "nfe", "metric", "value"]
+    assert list(table.columns) == METRIC_COLUMNS and "epsilon_label" in METRIC_COLUMNS
+    labels = pd.read_csv(tiny_run / "results" / "metrics.csv", dtype={"epsilon_label": str}).epsilon_label
+    assert set(labels) <= {"0", "0.1", "0.5", "1", "auto"} and (labels == "0").any()  # the path spelling, never "0.0"
     assert len(table) == 4 * 2 * 2  # variants x NFE x metrics
     assert set(table.method) == {"fm", "otfm", "sdfm"}
     assert table.value.notna().all() and (table.value[table.metric == "w2"] > 0).all()
@@ -46,6 +53,8 @@ def test_second_run_has_nothing_to_do_and_reruns_add_no_run(tiny_run):
     again = snakemake(tiny_run, "--cores", "2", "--forcerun", "evaluate")
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(_runs(tiny_run)) == TINY_JOBS_WITH_RUNS
+    (parent,) = _runs(tiny_run, parents=True)  # resumed and forced jobs keep their one parent
+    assert {r.data.tags["mlflow.parentRunId"] for r in _runs(tiny_run)} == {parent.info.run_id}
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):

@@ -7,7 +7,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import run_dag
+from conftest import job_runs, run_dag
+
+from sdfm.artifacts import METRIC_COLUMNS
 
 TINY_DIGITS = {
     "experiment_name": "tiny-digits",
@@ -35,7 +37,7 @@ def digits_run(tmp_path_factory):
 
 def test_fd_rows_are_named_by_the_data_set_and_finite(digits_run):
     table = pd.read_csv(digits_run / "results" / "metrics.csv")
-    assert list(table.columns) == ["dataset", "method", "epsilon", "batch_size", "seed", "solver", "nfe", "metric", "value"]
+    assert list(table.columns) == METRIC_COLUMNS and "epsilon_label" in METRIC_COLUMNS
     fd = table[table.metric == "fd_digits"]
     assert "fid" not in set(table.metric) and "fd" not in set(table.metric)
     assert len(fd) == 2 * 3  # methods x (euler 1, euler 2, dopri5)
@@ -58,7 +60,7 @@ def test_a_sample_grid_per_solver_and_nfe(digits_run):
 def test_one_mlflow_run_per_job(digits_run):
     client = MlflowClient(tracking_uri=f"sqlite:///{digits_run / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tiny-digits")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    runs = job_runs(client.search_runs([experiment.experiment_id], max_results=1000))
     assert len(runs) == JOBS_WITH_RUNS
     assert {r.info.status for r in runs} == {"FINISHED"}
     stages = sorted(r.data.tags["stage"] for r in runs)

@@ -5,139 +5,56 @@ directory; the test reads everything back through the server's REST API, as any 
 a shared server would, and stops the server's whole process group at the end.
 """
 
-import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY, TINY_JOBS_WITH_RUNS, snakemake, write_config
-
-MLFLOW = Path(sys.executable).parent / "mlflow"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url: str, path: str, **query) -> dict:
-    full = f"{url}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    with urllib.request.urlopen(full, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
-
-def _post(url: str, path: str, body: dict) -> dict:
-    request = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
-
-def _group_alive(pgid: int) -> list[int]:
-    """Live (not zombie) processes of process group ``pgid``, read from /proc."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
-
-
-def _stop(server: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (its uvicorn/gunicorn workers too), SIGKILL what stays."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        if not _group_alive(server.pid):
-            break
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait
-        while _group_alive(server.pid) and time.monotonic() < deadline:
-            server.poll()
-            time.sleep(0.2)
-    server.wait(timeout=5)
+from conftest import REPO, TINY, TINY_JOBS_WITH_RUNS, snakemake, write_config
+from sdfm.data.cache import prepared_hash
+from sdfm.mlflow_ui import get_json as _get
+from sdfm.mlflow_ui import mlflow_server as serve
+from sdfm.mlflow_ui import post_json as _post
+from sdfm.tracking import DIGEST_CHARS
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """``(url, artifacts_dir)`` of a tracking server started for this test alone."""
-    if not MLFLOW.exists():
-        pytest.skip(f"no mlflow command next to {sys.executable}")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+    """``(url, artifacts_dir)`` of a tracking server started for this test alone (its whole process
+    group is stopped at the end: sdfm.mlflow_ui.mlflow_server)."""
     artifacts = tmp_path / "server-artifacts"
-    log = tmp_path / "server.log"
-    cmd = [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-           "--serve-artifacts", "--artifacts-destination", str(artifacts)]
-    with open(log, "w") as out:
-        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
-                                  env={**os.environ, "OMP_NUM_THREADS": "1",
-                                       # no background job workers (huey): not needed to track runs
-                                       "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not answer on {url}:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with serve(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, "--serve-artifacts",
+               "--artifacts-destination", str(artifacts)) as url:
         yield url, artifacts
-    finally:
-        _stop(server)
-        assert not _group_alive(server.pid), "mlflow server processes left running"
 
 
-@pytest.mark.slow  # ~1.5 min on 2 cores: server start, the tiny DAG, REST checks
+@pytest.mark.slow  # ~2.5 min on 2 cores: server start, the tiny DAG with models logged, REST checks
 def test_tiny_dag_logs_runs_params_metrics_and_artifacts_to_a_tracking_server(tmp_path, mlflow_server):
     url, artifacts = mlflow_server
     workdir = tmp_path / "work"
-    write_config(workdir, TINY)
+    write_config(workdir, {**TINY, "mlflow": {"log_model": True}})
     result = snakemake(workdir, "--cores", "2", env={"MLFLOW_TRACKING_URI": url})
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (workdir / "results" / "mlflow.db").exists()  # nothing went to the local default store
 
     experiment = _get(url, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="tiny")["experiment"]
+    assert {t["key"]: t["value"] for t in experiment["tags"]}["mlflow.experimentKind"] == "custom_model_development"
     runs = _post(url, "/api/2.0/mlflow/runs/search",
                  {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000}).get("runs", [])
-    assert len(runs) == TINY_JOBS_WITH_RUNS
+    assert len(runs) == TINY_JOBS_WITH_RUNS + 1  # the jobs and the data set's parent run
     assert {r["info"]["status"] for r in runs} == {"FINISHED"}
-
-    def tags(run):
-        return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
-
-    def names(run, kind):
-        return {item["key"] for item in run["data"].get(kind, [])}
 
     by_stage = {}
     for run in runs:
-        by_stage.setdefault(tags(run).get("stage"), []).append(run)
+        by_stage.setdefault(_tags(run).get("stage"), []).append(run)
+    (parent,) = by_stage.pop(None)
     assert {stage: len(group) for stage, group in by_stage.items()} == {"prepare": 1, "potential": 2, "train": 4,
                                                                         "evaluate": 4}
     for run in by_stage["train"]:
-        assert {"method", "epsilon_rel", "seed", "train.steps"} <= names(run, "params")
-        assert "loss" in names(run, "metrics")
+        assert {"method", "epsilon_rel", "seed", "train.steps"} <= _names(run, "params")
+        assert "loss" in _names(run, "metrics")
     for run in by_stage["potential"]:
-        assert "epsilon_abs" in names(run, "params") and "chi2" in names(run, "metrics")
+        assert "epsilon_abs" in _names(run, "params") and "chi2" in _names(run, "metrics")
 
     # The loss curve is there step by step, not just its last value.
     train_id = by_stage["train"][0]["info"]["run_id"]
@@ -151,3 +68,48 @@ def test_tiny_dag_logs_runs_params_metrics_and_artifacts_to_a_tracking_server(tm
     stored = list(artifacts.rglob(f"{evaluate_id}/artifacts/metrics.csv"))
     assert len(stored) == 1 and stored[0].stat().st_size > 0
     assert not (workdir / "results" / "mlartifacts").exists()
+
+    _check_browsable_layout(url, experiment["experiment_id"], parent, by_stage, workdir)
+
+
+def _tags(run: dict) -> dict:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def _params(run: dict) -> dict:
+    return {p["key"]: p["value"] for p in run["data"].get("params", [])}
+
+
+def _names(run: dict, kind: str) -> set:
+    return {item["key"] for item in run["data"].get(kind, [])}
+
+
+def _check_browsable_layout(url: str, experiment_id: str, parent: dict, by_stage: dict, workdir: Path) -> None:
+    """Parent run, factor params, git and source tags, dataset inputs and logged models, over REST."""
+    jobs = [run for group in by_stage.values() for run in group]
+    assert parent["info"]["run_name"] == "moons" and "sdfm.parent_key" in _tags(parent)
+    assert {_tags(run)["mlflow.parentRunId"] for run in jobs} == {parent["info"]["run_id"]}
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    digest = prepared_hash(workdir / "results" / "data" / "moons.npz")[:DIGEST_CHARS]
+    for run in [parent, *jobs]:
+        tags, params = _tags(run), _params(run)
+        assert tags["mlflow.source.git.commit"] == commit
+        assert params["dataset"] == "moons"
+        (given,) = run["inputs"]["dataset_inputs"]
+        assert (given["dataset"]["name"], given["dataset"]["digest"]) == ("moons", digest)
+    for run in jobs:
+        assert _tags(run)["mlflow.source.name"] == f"sdfm {_tags(run)['stage']}"
+    epsilon_abs = {_params(run)["epsilon"]: _params(run)["epsilon_abs"] for run in by_stage["potential"]}
+    assert set(epsilon_abs) == {"0", "0.1"} and float(epsilon_abs["0.1"]) > float(epsilon_abs["0"]) >= 0
+    for run in by_stage["train"] + by_stage["evaluate"]:  # the factors the runs table groups by
+        params = _params(run)
+        assert {"method", "epsilon", "epsilon_rel", "seed"} <= set(params)
+        assert params.get("epsilon_abs") == (epsilon_abs[params["epsilon"]] if params["method"] == "sdfm" else None)
+    for run in by_stage["evaluate"]:  # solver and NFE: params, and one metric column per (solver, NFE)
+        params = _params(run)
+        assert (params["solvers"], params["nfe"]) == ("euler", "1,4")
+        assert {"w2_euler_nfe1", "w2_euler_nfe4", "energy_euler_nfe4"} <= _names(run, "metrics")
+    models = _post(url, "/api/2.0/mlflow/logged-models/search", {"experiment_ids": [experiment_id]})["models"]
+    assert sorted(m["info"]["source_run_id"] for m in models) == sorted(r["info"]["run_id"] for r in by_stage["train"])
+    assert {(m["info"]["name"], m["info"]["status"]) for m in models} == {("model", "LOGGED_MODEL_READY")}

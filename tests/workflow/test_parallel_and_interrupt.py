@@ -84,7 +84,7 @@ def test_killed_snakemake_run_completes_when_started_again(tmp_path):
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
            "--configfile", str(tmp_path / "config.yaml"), "--cores", "2",
-           "--workflow-profile", str(REPO / "workflow" / "profiles" / "default")]
+           "--workflow-profile", str(REPO / "profiles" / "default")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     runs = tmp_path / "results" / "runs"
     deadline = time.monotonic() + 600
@@ -99,7 +99,7 @@ def test_killed_snakemake_run_completes_when_started_again(tmp_path):
     # A hard kill leaves Snakemake's directory lock; the documented recovery is --unlock, then run again.
     unlock = snakemake(tmp_path, "--unlock")
     assert unlock.returncode == 0, unlock.stderr[-2000:]
-    again = snakemake(tmp_path, "--cores", "2", "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"))
+    again = snakemake(tmp_path, "--cores", "2", "--workflow-profile", str(REPO / "profiles" / "default"))
     assert again.returncode == 0, again.stderr[-3000:]
     assert _outputs_read_back(tmp_path / "results") >= 1 + 2 + 4 + 4 + 1
     dry = snakemake(tmp_path, "--cores", "2", "-n")

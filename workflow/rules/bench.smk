@@ -17,8 +17,8 @@ BENCHMARKS = ["kernel", "peers", "memory", "pairing", "train_step", "topk"]
 
 def bench_shell(name):
     """One command: the benchmark script with this run's flags, its CSV path, its log."""
-    return (f"OMP_NUM_THREADS={{threads}} python {BENCH_SRC}/bench_{name}.py {{params.flags}} "
-            f"--out {{output.csv}} > {{log}} 2>&1")
+    return (f"OMP_NUM_THREADS={{threads}} python {shlex.quote(f'{BENCH_SRC}/bench_{name}.py')} {{params.flags}} "
+            f"--out {{output.csv:q}} > {{log:q}} 2>&1")
 
 
 rule bench:

@@ -1,10 +1,18 @@
 # Paths, wildcard constraints and the JSON settings each rule passes to its `sdfm` subcommand.
+import shlex
+
+# Every job runs the `sdfm`, `torchrun` and `python` of the Python that runs Snakemake (its bin
+# folder first on PATH), so `.venv/bin/snakemake ...` works without an activated virtual env.
+# (Snakemake's own default prefix, strict bash mode, is kept.)
+shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; ")
 R = config["results_dir"]
 REPORTS = config["reports_dir"]
 JOBS = job_grid(config)
 DEVICE = "cuda" if config["gpu"] else "cpu"
-GPU = 1 if config["gpu"] else 0
-JOB_ARGS = f"--experiment '{config['experiment_name']}' --results-dir '{R}' --device {DEVICE} --no-progress"
+# Jobs write a progress line every `progress_seconds` to their log (sdfm.progress); every value is shell-quoted.
+JOB_ARGS = (f"--experiment {shlex.quote(config['experiment_name'])} --results-dir {shlex.quote(R)} --device {DEVICE} "
+            f"--progress-seconds {config['progress_seconds']}")
+JOB_ARGS += " --log-model" if config["mlflow"].get("log_model") else ""
 RUN_DIR = R + "/runs/{dataset}/{method}/eps{epsilon}/seed{seed}"
 
 wildcard_constraints:
@@ -12,6 +20,17 @@ wildcard_constraints:
     method="fm|otfm|sdfm",
     epsilon="[0-9][0-9.e+-]*|auto",
     seed="[0-9]+",
+
+
+def rule_resource(rule, name):
+    """``resources.<rule>.<name>`` of the config (defaults: sdfm.config.DEFAULT_RESOURCES)."""
+    return config["resources"][rule][name]
+
+
+def rule_gpus(rule, ranks=1):
+    """GPUs one job of `rule` asks for: 0 without ``gpu: true``, else ``resources.<rule>.gpus`` (unset: one per rank)."""
+    gpus = config["resources"][rule]["gpus"]
+    return 0 if not config["gpu"] else (ranks if gpus is None else gpus)
 
 
 def settings(dataset, stage):
@@ -24,8 +43,8 @@ def conditional_flag(dataset):
     for a super-resolution one, else nothing."""
     merged = dataset_settings(config, dataset)
     if merged["superres"]:
-        return f"--superres '{json.dumps(merged['superres'])}'"
-    return f"--conditional '{json.dumps(merged['conditional'])}'" if merged["conditional"] else ""
+        return f"--superres {shlex.quote(json.dumps(merged['superres']))}"
+    return f"--conditional {shlex.quote(json.dumps(merged['conditional']))}" if merged["conditional"] else ""
 
 
 def potentials_of(dataset):

@@ -10,8 +10,8 @@ rule prepare_data:
         f"{R}/benchmarks/prepare/{{dataset}}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=rule_resource("prepare_data", "mem_mb"),
+        runtime=rule_resource("prepare_data", "runtime"),
     shell:
         "sdfm prepare-data {JOB_ARGS} --threads {threads} --dataset {wildcards.dataset} "
-        "--source {params.source} --options '{params.options}' --out {output} > {log} 2>&1"
+        "--source {params.source:q} --options {params.options:q} --out {output:q} > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 def evaluate_inputs(wc):
-    """The run's data and model; the FeatureNet (metric fd) and the Inception weights (fid) when used."""
+    """The run's data and model; the FeatureNet (metric fd), the Inception weights and the test split's
+    Inception statistics (fid) when used."""
     inputs = {"data": f"{R}/data/{wc.dataset}.npz",
               "model": f"{R}/runs/{wc.dataset}/{wc.method}/eps{wc.epsilon}/seed{wc.seed}/model.pt"}
     evaluate = dataset_settings(config, wc.dataset)["evaluate"]
@@ -7,6 +8,7 @@ def evaluate_inputs(wc):
         inputs["feature_net"] = f"{R}/feature_nets/{wc.dataset}.pt"
     if "fid" in evaluate["metrics"]:
         inputs["inception"] = evaluate["inception_weights"]
+        inputs["fid_reference"] = fid_reference_file(wc.dataset)
     return inputs
 
 
@@ -17,7 +19,10 @@ rule evaluate:
         f"{RUN_DIR}/metrics.csv",
     params:
         settings=lambda wc: settings(wc.dataset, "evaluate"),
-        feature_net=lambda wc, input: f"--feature-net {input.feature_net}" if "feature_net" in input.keys() else "",
+        feature_net=lambda wc, input: (f"--feature-net {shlex.quote(input.feature_net)}"
+                                       if "feature_net" in input.keys() else ""),
+        fid_reference=lambda wc, input: (f"--fid-reference {shlex.quote(input.fid_reference)}"
+                                         if "fid_reference" in input.keys() else ""),
         batch_size=lambda wc: dataset_settings(config, wc.dataset)["train"]["batch_size"],
     log:
         f"{R}/logs/evaluate/{{dataset}}/{{method}}-eps{{epsilon}}-seed{{seed}}.log",
@@ -25,11 +30,12 @@ rule evaluate:
         f"{R}/benchmarks/evaluate/{{dataset}}/{{method}}-eps{{epsilon}}-seed{{seed}}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=GPU,
+        mem_mb=rule_resource("evaluate", "mem_mb"),
+        runtime=rule_resource("evaluate", "runtime"),
+        gpu=rule_gpus("evaluate"),
     shell:
-        "sdfm evaluate {JOB_ARGS} --threads {threads} --data {input.data} --model {input.model} "
+        "sdfm evaluate {JOB_ARGS} --threads {threads} --data {input.data:q} --model {input.model:q} "
         "--dataset {wildcards.dataset} --method {wildcards.method} --epsilon {wildcards.epsilon} "
-        "--seed {wildcards.seed} --batch-size {params.batch_size} --settings '{params.settings}' {params.feature_net} "
-        "--out {output} > {log} 2>&1"
+        "--seed {wildcards.seed} --batch-size {params.batch_size} --settings {params.settings:q} {params.feature_net} "
+        "{params.fid_reference} "
+        "--out {output:q} > {log:q} 2>&1"

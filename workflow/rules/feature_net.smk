@@ -11,9 +11,9 @@ rule train_feature_net:
         f"{R}/benchmarks/feature_net/{{dataset}}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=GPU,
+        mem_mb=rule_resource("train_feature_net", "mem_mb"),
+        runtime=rule_resource("train_feature_net", "runtime"),
+        gpu=rule_gpus("train_feature_net"),
     shell:
-        "sdfm train-feature-net {JOB_ARGS} --threads {threads} --data {input} --dataset {wildcards.dataset} "
-        "--settings '{params.settings}' --out {output} > {log} 2>&1"
+        "sdfm train-feature-net {JOB_ARGS} --threads {threads} --data {input:q} --dataset {wildcards.dataset} "
+        "--settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

@@ -3,10 +3,21 @@ def potential_processes(dataset):
     return dataset_settings(config, dataset)["potential"].get("processes", 1)
 
 
+#: potential.* keys that are not the solver's: each travels as its own argument of `sdfm fit-potential`.
+JOB_KEYS = ("processes", "reference_batch", "pca_dim")
+
+
 def potential_settings(dataset):
-    """The solver settings of `dataset` as JSON (``processes`` picks the launcher instead)."""
-    solver = {k: v for k, v in dataset_settings(config, dataset)["potential"].items() if k != "processes"}
+    """The solver settings of `dataset` as JSON (the JOB_KEYS travel as their own arguments)."""
+    solver = {k: v for k, v in dataset_settings(config, dataset)["potential"].items() if k not in JOB_KEYS}
     return json.dumps(solver)
+
+
+def potential_arguments(dataset):
+    """``--reference-batch N`` and ``--pca-dim k`` (when set) of `dataset`'s fit."""
+    potential = dataset_settings(config, dataset)["potential"]
+    pca = f"--pca-dim {potential['pca_dim']} " if potential.get("pca_dim") is not None else ""
+    return f"--reference-batch {potential['reference_batch']} {pca}"
 
 
 def potential_launcher(dataset):
@@ -42,12 +53,14 @@ rule fit_potential:
         summary=f"{R}/potentials/{{dataset}}/eps{{epsilon}}.json",
     params:
         settings=lambda wc: potential_settings(wc.dataset),
+        arguments=lambda wc: potential_arguments(wc.dataset),
         launcher=lambda wc: potential_launcher(wc.dataset),
         distributed=lambda wc: "--distributed" if potential_processes(wc.dataset) > 1 else "",
         conditional=lambda wc: conditional_flag(wc.dataset),
-        reference=lambda wc: "".join(f"--reference-potential {p} " for p in pca_reference(wc.dataset, wc.epsilon)),
-        # epsilon `auto`: the rule that chooses it (methods.sdfm.auto_epsilon; sdfm.jobs.auto_epsilon)
-        auto=lambda wc: (f"--auto-epsilon '{json.dumps(config['methods']['sdfm'].get('auto_epsilon', {}))}' "
+        reference=lambda wc: "".join(f"--reference-potential {shlex.quote(p)} "
+                                     for p in pca_reference(wc.dataset, wc.epsilon)),
+        # epsilon `auto`: the rule that chooses it (methods.sdfm.auto_epsilon; sdfm.ot.auto_epsilon)
+        auto=lambda wc: (f"--auto-epsilon {shlex.quote(json.dumps(config['methods']['sdfm'].get('auto_epsilon', {})))} "
                          if wc.epsilon == "auto" else ""),
     log:
         f"{R}/logs/potential/{{dataset}}/eps{{epsilon}}.log",
@@ -55,10 +68,10 @@ rule fit_potential:
         f"{R}/benchmarks/potential/{{dataset}}/eps{{epsilon}}.tsv"
     threads: lambda wc: potential_processes(wc.dataset)
     resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=lambda wc: GPU * potential_processes(wc.dataset),
+        mem_mb=rule_resource("fit_potential", "mem_mb"),
+        runtime=rule_resource("fit_potential", "runtime"),
+        gpu=lambda wc: rule_gpus("fit_potential", potential_processes(wc.dataset)),
     shell:
-        "{params.launcher} fit-potential {JOB_ARGS} --threads 1 --data {input.data} --dataset {wildcards.dataset} "
-        "--epsilon {wildcards.epsilon} --settings '{params.settings}' {params.conditional} {params.reference}"
-        "{params.auto}{params.distributed} --out {output.potential} --summary {output.summary} > {log} 2>&1"
+        "{params.launcher} fit-potential {JOB_ARGS} --threads 1 --data {input.data:q} --dataset {wildcards.dataset} "
+        "--epsilon {wildcards.epsilon} --settings {params.settings:q} {params.arguments}{params.conditional} {params.reference}"
+        "{params.auto}{params.distributed} --out {output.potential:q} --summary {output.summary:q} > {log:q} 2>&1"

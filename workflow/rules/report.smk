@@ -1,3 +1,6 @@
+from sdfm.report.kinds import FIGURE_KINDS, applicable_kinds, split_figure_name
+
+
 # Cheap jobs that read every run's outputs: on a cluster they run where Snakemake runs, unqueued.
 localrules: aggregate, report
 
@@ -13,38 +16,21 @@ rule aggregate:
         f"{R}/benchmarks/aggregate.tsv"
     threads: 1
     shell:
-        "sdfm aggregate --inputs {input} --out {output} > {log} 2>&1"
+        "sdfm aggregate --inputs {input:q} --out {output:q} > {log:q} 2>&1"
 
 
-# The report's figures, <dataset>_<kind>.png (+ .pdf), each with a caption in workflow/report/.
-FIGURE_CATEGORIES = {
-    "metrics_vs_nfe": "1. Sample quality vs NFE",
-    "metrics_vs_epsilon": "2. Effect of epsilon",
-    "trajectories": "3. Trajectories and samples",
-    "samples": "3. Trajectories and samples",
-    "superres": "3. Trajectories and samples",
-    "chi2": "4. Semidiscrete potential",
-    "cost": "5. Compute cost",
-    "guidance": "6. Classifier-free guidance",
-}
-
-
+# The report's figures, <dataset>_<kind>.png (+ .pdf): the kinds of sdfm.report.kinds that apply to each data
+# set (its facts taken from the config here, from the results in sdfm.report.document), each with its caption
+# workflow/report/<kind>.rst and its category.
 def figure_kinds(dataset):
-    """The figures drawn for `dataset` (the same choice as sdfm.report for a finished run)."""
+    """The figures drawn for `dataset` (the same table and rule as sdfm.report.document for a finished run)."""
     jobs = [j for j in JOBS if j["dataset"] == dataset]
-    kinds = ["metrics_vs_nfe"]
-    if len({j["epsilon"] for j in jobs if j["method"] != "fm"}) >= 2:
-        kinds.append("metrics_vs_epsilon")
     merged = dataset_settings(config, dataset)
-    if merged["conditional"] is not None and len({float(g) for g in merged["evaluate"].get("guidance", [1.0])}) >= 2:
-        kinds.append("guidance")
-    if potentials_of(dataset):
-        kinds.append("chi2")
-    kinds.append("cost")
-    kinds.append("trajectories" if dataset_settings(config, dataset)["kind"] == "points" else "samples")
-    if merged["superres"] is not None:  # low-res input | bicubic | methods | truth (sdfm.report_superres)
-        kinds.append("superres")
-    return kinds
+    guidance = {float(g) for g in merged["evaluate"].get("guidance", [1.0])} if merged["conditional"] else {1.0}
+    facts = {"epsilons": len({j["epsilon"] for j in jobs if j["method"] != "fm"}), "guidance_scales": len(guidance),
+             "potentials": bool(potentials_of(dataset)), "kind": merged["kind"],
+             "superres": merged["superres"] is not None}
+    return applicable_kinds(facts)
 
 
 FIGURES = [f"{d}_{k}" for d in config["datasets"] for k in figure_kinds(d)]
@@ -52,12 +38,9 @@ FIRST_SEED = min(config["seeds"])
 
 
 def figure_output(name):
-    dataset, kind = name, ""
-    for k in FIGURE_CATEGORIES:
-        if name.endswith("_" + k):
-            dataset, kind = name[: -len(k) - 1], k
-    return report(f"{REPORTS}/figures/{name}.png", caption=f"../report/{kind}.rst",
-                  category=FIGURE_CATEGORIES[kind], subcategory=dataset,
+    dataset, kind = split_figure_name(name)
+    return report(f"{REPORTS}/figures/{name}.png", caption=f"../report/{FIGURE_KINDS[kind].caption}",
+                  category=FIGURE_KINDS[kind].category, subcategory=dataset,
                   labels={"data set": dataset, "figure": kind.replace("_", " ")})
 
 
@@ -78,6 +61,7 @@ rule report:
     params:
         figures=" ".join(FIGURES),
         benchmarks=f"{R}/benchmarks",
+        experiment=config["experiment_name"],
         config_json=json.dumps(config, default=str),
         repo=workflow.basedir,
     log:
@@ -86,7 +70,7 @@ rule report:
         f"{R}/benchmarks/report.tsv"
     threads: 1
     shell:
-        "sdfm report --experiment '{config[experiment_name]}' --metrics {input.metrics} "
-        "--summaries {input.summaries} --train-summaries {input.train_summaries} --data {input.data} "
-        "--benchmarks {params.benchmarks} --figures {params.figures} --config-json {params.config_json:q} "
-        "--repo {params.repo:q} --sections {input.sections} --out-dir {REPORTS} > {log} 2>&1"
+        "sdfm report --experiment {params.experiment:q} --metrics {input.metrics:q} "
+        "--summaries {input.summaries:q} --train-summaries {input.train_summaries:q} --data {input.data:q} "
+        "--benchmarks {params.benchmarks:q} --figures {params.figures} --config-json {params.config_json:q} "
+        "--repo {params.repo:q} --sections {input.sections:q} --out-dir {REPORTS:q} > {log:q} 2>&1"

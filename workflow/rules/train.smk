@@ -1,3 +1,19 @@
+def train_processes(dataset):
+    """Data-parallel ranks of one train job (``train.processes``)."""
+    return dataset_settings(config, dataset)["train"].get("processes", 1)
+
+
+def train_settings(dataset):
+    """The train settings of `dataset` as JSON (``processes`` picks the launcher instead)."""
+    return json.dumps({k: v for k, v in dataset_settings(config, dataset)["train"].items() if k != "processes"})
+
+
+def train_launcher(dataset):
+    """``sdfm``, or ``torchrun`` with one rank per process and ``--distributed`` when ``train.processes > 1``."""
+    k = train_processes(dataset)
+    return "sdfm" if k == 1 else f"torchrun --standalone --nproc-per-node {k} -m sdfm.cli"
+
+
 def train_inputs(wc):
     inputs = {"data": f"{R}/data/{wc.dataset}.npz"}
     if wc.method == "sdfm":
@@ -13,8 +29,10 @@ rule train:
         summary=f"{RUN_DIR}/model.json",
     params:
         model=lambda wc: settings(wc.dataset, "model"),
-        train=lambda wc: settings(wc.dataset, "train"),
-        potential=lambda wc, input: f"--potential {input.potential}" if wc.method == "sdfm" else "",
+        train=lambda wc: train_settings(wc.dataset),
+        launcher=lambda wc: train_launcher(wc.dataset),
+        distributed=lambda wc: "--distributed" if train_processes(wc.dataset) > 1 else "",
+        potential=lambda wc, input: f"--potential {shlex.quote(input.potential)}" if wc.method == "sdfm" else "",
         conditional=lambda wc: conditional_flag(wc.dataset),
         checkpoint=f"{RUN_DIR}/checkpoint.pt",
     log:
@@ -23,11 +41,12 @@ rule train:
         f"{R}/benchmarks/train/{{dataset}}/{{method}}-eps{{epsilon}}-seed{{seed}}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=240,
-        gpu=GPU,
+        mem_mb=rule_resource("train", "mem_mb"),
+        runtime=rule_resource("train", "runtime"),
+        gpu=lambda wc: rule_gpus("train", train_processes(wc.dataset)),
     shell:
-        "sdfm train {JOB_ARGS} --threads {threads} --data {input.data} --dataset {wildcards.dataset} "
+        "{params.launcher} train {JOB_ARGS} {params.distributed} --threads {threads} --data {input.data:q} "
+        "--dataset {wildcards.dataset} "
         "--method {wildcards.method} --epsilon {wildcards.epsilon} --seed {wildcards.seed} "
-        "--model '{params.model}' --train '{params.train}' {params.potential} {params.conditional} "
-        "--out {output.model} --checkpoint {params.checkpoint} > {log} 2>&1"
+        "--model {params.model:q} --train {params.train:q} {params.potential} {params.conditional} "
+        "--out {output.model:q} --checkpoint {params.checkpoint:q} > {log:q} 2>&1"

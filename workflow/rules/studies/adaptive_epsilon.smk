@@ -1,5 +1,5 @@
 # Adaptive-epsilon study (config key `studies.adaptive_epsilon`): SD-FM at epsilon `auto` against the
-# fixed epsilons of methods.sdfm.epsilons, per data set (sdfm/jobs/adaptive_epsilon_study.py). The grid's
+# fixed epsilons of methods.sdfm.epsilons, per data set (sdfm/studies/adaptive_epsilon.py). The grid's
 # own jobs do the work; this rule draws the figure and writes the report section. Does nothing without the key.
 if "adaptive_epsilon" in config.get("studies", {}):
     ADAPTIVE_DIR = f"{R}/studies/adaptive_epsilon"
@@ -20,8 +20,8 @@ if "adaptive_epsilon" in config.get("studies", {}):
             f"{R}/benchmarks/studies/adaptive_epsilon.tsv"
         threads: 1
         shell:
-            "sdfm adaptive-epsilon-study --metrics {input.metrics} --summaries {input.summaries} "
-            "--figure {output.figure} --section {output.section} --reports-dir {REPORTS} > {log} 2>&1"
+            "sdfm adaptive-epsilon-study --metrics {input.metrics:q} --summaries {input.summaries:q} "
+            "--figure {output.figure:q} --section {output.section:q} --reports-dir {REPORTS:q} > {log:q} 2>&1"
 
     localrules: adaptive_epsilon_study
 

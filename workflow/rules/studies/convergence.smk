@@ -1,7 +1,7 @@
 # Convergence-rate study (config key `studies.convergence`): chi^2 of the averaged potential after K SGD
 # steps (log-spaced K) for each N, batch size, relative epsilon, solver settings and seed, and the fitted
-# exponent b of chi^2 ~ K^b against the -1/2 of the quoted rate (sdfm/jobs/convergence_study.py,
-# sdfm/jobs/convergence_report.py). Does nothing without the key.
+# exponent b of chi^2 ~ K^b against the -1/2 of the quoted rate (sdfm/studies/convergence.py,
+# sdfm/studies/convergence_report.py). Does nothing without the key.
 if "convergence" in config.get("studies", {}):
     CONVERGENCE = config["studies"]["convergence"]
     CONVERGENCE_DIR = f"{R}/studies/convergence"
@@ -21,12 +21,12 @@ if "convergence" in config.get("studies", {}):
             f"{R}/benchmarks/studies/convergence/study.tsv"
         threads: 1
         resources:
-            mem_mb=4000,
-            runtime=120,
-            gpu=GPU,
+            mem_mb=rule_resource("convergence_study", "mem_mb"),
+            runtime=rule_resource("convergence_study", "runtime"),
+            gpu=rule_gpus("convergence_study"),
         shell:
-            "sdfm convergence-study {JOB_ARGS} --threads {threads} --data {input} --dataset {params.dataset} "
-            "--settings '{params.settings}' --out {output} > {log} 2>&1"
+            "sdfm convergence-study {JOB_ARGS} --threads {threads} --data {input:q} --dataset {params.dataset:q} "
+            "--settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
 
     rule convergence_report:
         input:
@@ -45,8 +45,8 @@ if "convergence" in config.get("studies", {}):
             f"{R}/benchmarks/studies/convergence/report.tsv"
         threads: 1
         shell:
-            "sdfm convergence-report --input {input} --settings '{params.settings}' --figure {output.figure} "
-            "--fits {output.fits} --section {output.section} --reports-dir {REPORTS} > {log} 2>&1"
+            "sdfm convergence-report --input {input:q} --settings {params.settings:q} --figure {output.figure:q} "
+            "--fits {output.fits:q} --section {output.section:q} --reports-dir {REPORTS:q} > {log:q} 2>&1"
 
     localrules: convergence_report
 

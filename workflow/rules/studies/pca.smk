@@ -1,6 +1,6 @@
 # PCA cost study (config key `studies.pca`): per data set, the potential fitted and queried in the top-k
 # principal subspace for each k and in the full space; fit-step and pairing times side by side, chi^2
-# and the full-space cost of the pairs (sdfm/jobs/pca_study.py). With data sets of the run fitted with
+# and the full-space cost of the pairs (sdfm/studies/pca.py). With data sets of the run fitted with
 # `potential.pca_dim`, the section also tabulates their fd per k. Does nothing without the key.
 if "pca" in config.get("studies", {}):
     from sdfm.config import data_dimension
@@ -52,11 +52,11 @@ if "pca" in config.get("studies", {}):
             f"{R}/benchmarks/studies/pca/prepare-{{pcaset}}.tsv"
         threads: 1
         resources:
-            mem_mb=2000,
-            runtime=30,
+            mem_mb=rule_resource("pca_study_data", "mem_mb"),
+            runtime=rule_resource("pca_study_data", "runtime"),
         shell:
             "sdfm prepare-data {JOB_ARGS} --threads {threads} --dataset {wildcards.pcaset} "
-            "--source {params.source} --options '{params.options}' --out {output} > {log} 2>&1"
+            "--source {params.source:q} --options {params.options:q} --out {output:q} > {log:q} 2>&1"
 
     rule pca_study:
         input:
@@ -72,12 +72,12 @@ if "pca" in config.get("studies", {}):
             f"{R}/benchmarks/studies/pca/{{pcaset}}.tsv"
         threads: 1
         resources:
-            mem_mb=4000,
-            runtime=120,
-            gpu=GPU,
+            mem_mb=rule_resource("pca_study", "mem_mb"),
+            runtime=rule_resource("pca_study", "runtime"),
+            gpu=rule_gpus("pca_study"),
         shell:
-            "sdfm pca-study {JOB_ARGS} --threads {threads} --data {input} --dataset {wildcards.pcaset} "
-            "--dims {params.dims} --settings '{params.settings}' --out {output} > {log} 2>&1"
+            "sdfm pca-study {JOB_ARGS} --threads {threads} --data {input:q} --dataset {wildcards.pcaset} "
+            "--dims {params.dims} --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
 
     rule pca_study_report:
         input:
@@ -90,15 +90,15 @@ if "pca" in config.get("studies", {}):
             pdf=f"{REPORTS}/figures/study_pca.pdf",
             section=f"{R}/studies/pca/section.md",
         params:
-            metrics=lambda wc, input: f"--metrics {input.metrics}" if input.metrics else "",
+            metrics=lambda wc, input: f"--metrics {shlex.quote(input.metrics[0])}" if input.metrics else "",
         log:
             f"{R}/logs/studies/pca/report.log",
         benchmark:
             f"{R}/benchmarks/studies/pca/report.tsv"
         threads: 1
         shell:
-            "sdfm pca-study-report --inputs {input.csvs} {params.metrics} --summaries {input.summaries} "
-            "--figure {output.figure} --section {output.section} --reports-dir {REPORTS} > {log} 2>&1"
+            "sdfm pca-study-report --inputs {input.csvs:q} {params.metrics} --summaries {input.summaries:q} "
+            "--figure {output.figure:q} --section {output.section:q} --reports-dir {REPORTS:q} > {log:q} 2>&1"
 
     localrules: pca_study_report
 

@@ -22,6 +22,12 @@ Four sections, each a CSV ``<section>_<device type>.csv`` in ``--out-dir`` (defa
   unequal spread). Target: POT / sdfm >= 3.
 * ``ddp``: per-step time of the sharded fit (``fit_potential_sharded``) on 1..K processes, one
   per GPU present (NCCL), gloo ranks on CPU.
+* ``train_ddp``: per-step time of data-parallel SD-FM training (``train.processes: K``,
+  ``train.precision: bf16`` on GPUs) on 1..K ranks at one global batch, and its speedup
+  (``bench_train_ddp.py``).
+
+The ``pairing`` section's FM updates run under :func:`sdfm.fm.train.precision_scope`, i.e. exactly
+as ``train.precision: fp32 | tf32 | bf16`` trains (``fm_step_{fp32,tf32,bf16}_s``).
 
 Usage (one GPU, under 8 minutes): ``python benchmarks/bench_gpu.py --device cuda``;
 toy sizes on CPU (the test runs this): ``python benchmarks/bench_gpu.py --quick --device cpu``.
@@ -33,8 +39,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import socket
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -42,17 +46,19 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import yaml
 
 from bench_kernel import StepState
-from common import BENCH_DIR, ROOT, bench_style, interleaved_medians, machine_note, save_figure, sync, write_csv
+from bench_train_ddp import train_ddp_rows
+from common import (BENCH_DIR, ROOT, bench_style, interleaved_medians, machine_note, rank_counts, save_figure,
+                    spawned_seconds, sync, write_csv)
 from sdfm.models import build_model
 from sdfm.ot import chi2_unbiased, fit_potential
 from sdfm.ot.kernel import augment_keys, augment_queries, reduce_scores
 from sdfm.ot.pairing import ScreenedPairing
+from sdfm.fm.train import precision_scope
 
-SECTIONS = ("kernel", "pairing", "peers", "ddp")
+SECTIONS = ("kernel", "pairing", "peers", "ddp", "train_ddp")
 FULL = {
     "kernel": {"n": [10**5, 10**6], "d": [64, 784, 3072], "batch": [1024], "eps": [0.0, 0.1], "repeats": 5},
     "pairing": {"n": 1_281_167, "side": 32, "batches": [256, 1024], "eps": [0.0, 0.1], "repeats": 5,
@@ -60,6 +66,7 @@ FULL = {
     "peers": {"problems": ["gauss_n20000_d64", "mixture_n50000_d784"], "pot_steps": [500, 1000, 2000, 4000, 8000],
               "pot_budget": 60.0, "eval": 1 << 20, "batch": 1024},
     "ddp": {"n": 200_000, "d": 784, "batch": 4096, "steps": (10, 30)},
+    "train_ddp": {"n": 200_000, "side": 32, "batch": 256, "steps": (3, 13), "precision": "bf16", "model": None},
 }
 QUICK = {
     "kernel": {"n": [3000], "d": [16], "batch": [64], "eps": [0.0, 0.1], "repeats": 2},
@@ -68,6 +75,8 @@ QUICK = {
     "peers": {"problems": ["gauss_n1000_d16"], "pot_steps": [50, 100], "pot_budget": 5.0, "eval": 1 << 14,
               "batch": 1024},
     "ddp": {"n": 2000, "d": 8, "batch": 64, "steps": (2, 6)},
+    "train_ddp": {"n": 500, "side": 4, "batch": 8, "steps": (2, 12), "precision": "fp32",
+                  "model": {"kind": "unet", "base_channels": 4, "channel_mults": [1], "num_res_blocks": 1}},
 }
 TARGET = 0.05
 
@@ -112,8 +121,8 @@ def _unet(settings: dict | None, side: int, device):
     return build_model(settings["kind"], (3, side, side), **kwargs).to(device)
 
 
-def fm_step_fn(net, data: torch.Tensor, batch: int, side: int, bf16: bool):
-    """One FM update (loss, backward, Adam) on a batch of the data; under bf16 autocast when asked."""
+def fm_step_fn(net, data: torch.Tensor, batch: int, side: int, precision: str):
+    """One FM update (loss, backward, Adam) on a batch of the data, in ``train.precision`` ``precision``."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     device = data.device
     gen = torch.Generator(device=device).manual_seed(0)
@@ -123,11 +132,12 @@ def fm_step_fn(net, data: torch.Tensor, batch: int, side: int, bf16: bool):
         x0 = torch.randn(x1.shape, generator=gen, device=device)
         t = torch.rand(batch, generator=gen, device=device)
         xt = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * x1
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = (net(xt, t) - (x1 - x0)).float().square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with precision_scope(precision, device) as autocast:
+            with autocast():
+                loss = (net(xt, t) - (x1 - x0)).float().square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
     return step
 
@@ -143,9 +153,9 @@ def pairing_rows(grid: dict, device: str, log=print) -> list[dict]:
     score_std = float((ref @ data[:4096].T).std())
     rows = []
     for batch in grid["batches"]:
-        fp32_s, bf16_s = interleaved_medians([fm_step_fn(net, data, batch, side, False),
-                                              fm_step_fn(net, data, batch, side, True)],
-                                             repeats=grid["repeats"], device=device)
+        fp32_s, tf32_s, bf16_s = interleaved_medians([fm_step_fn(net, data, batch, side, p)
+                                                      for p in ("fp32", "tf32", "bf16")],
+                                                     repeats=grid["repeats"], device=device)
         x = torch.randn(batch, d, generator=gen, device=device)
         for eps_rel in grid["eps"]:
             eps = eps_rel * score_std
@@ -160,7 +170,7 @@ def pairing_rows(grid: dict, device: str, log=print) -> list[dict]:
             identical = float((exact() == fast()).double().mean()) if eps == 0 else math.nan
             for method, seconds in (("exact-fp32", exact_s), ("screened-bf16", fast_s)):
                 row = dict(n=n, d=d, batch=batch, epsilon_rel=eps_rel, method=method, pairing_s=seconds,
-                           fm_step_fp32_s=fp32_s, fm_step_bf16_s=bf16_s, share_of_fp32_step=seconds / fp32_s,
+                           fm_step_fp32_s=fp32_s, fm_step_tf32_s=tf32_s, fm_step_bf16_s=bf16_s, share_of_fp32_step=seconds / fp32_s,
                            share_of_bf16_step=seconds / bf16_s, identical=identical if method != "exact-fp32" else 1.0,
                            fallback_rows=screened.last_stats.fallback_rows if method != "exact-fp32" else 0)
                 row["target_met"] = bool(row["share_of_bf16_step"] < 0.10)
@@ -288,16 +298,9 @@ def _ddp_rank(rank: int, world: int, port: int, grid: dict, device_type: str, ou
 
 def ddp_rows(grid: dict, device: str, log=print) -> list[dict]:
     device_type = torch.device(device).type
-    most = torch.cuda.device_count() if device_type == "cuda" else 2
     rows = []
-    for world in sorted({1, 2, 4, 8, most} & set(range(1, most + 1))):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "seconds")
-            mp.spawn(_ddp_rank, args=(world, port, grid, device_type, out), nprocs=world, join=True)
-            step_s = float(Path(out).read_text())
+    for world in rank_counts(device_type):
+        step_s = spawned_seconds(_ddp_rank, world, grid, device_type)
         rows.append(dict(ranks=world, n=grid["n"], d=grid["d"], batch=grid["batch"], step_s=step_s))
         rows[-1]["speedup"] = rows[0]["step_s"] / step_s
         log(_row_text(rows[-1]))
@@ -307,7 +310,7 @@ def ddp_rows(grid: dict, device: str, log=print) -> list[dict]:
 # -------------------------------------------------------------------------------------------- plot
 def plot(frames: dict, path, device: str) -> None:
     plt = bench_style()
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
     if "kernel" in frames:
         for (d, eps, p), part in frames["kernel"].groupby(["d", "epsilon", "path"]):
             part = part.sort_values("n")
@@ -335,11 +338,19 @@ def plot(frames: dict, path, device: str) -> None:
         part = frames["ddp"]
         axes[3].plot(part["ranks"], part["step_s"] * 1e3, "o-")
         axes[3].set(xlabel="ranks (one device each)", ylabel="ms per SGD step", title="sharded fit")
+    if "train_ddp" in frames:
+        part = frames["train_ddp"]
+        axes[4].plot(part["ranks"], part["speedup"], "o-", label="measured")
+        axes[4].plot(part["ranks"], part["ranks"], ":", color="gray", label="linear")
+        axes[4].set(xlabel="ranks (one device each)", ylabel="speedup of a training step",
+                    title=f"data-parallel SD-FM training ({part['precision'].iloc[0]})")
+        axes[4].legend()
     fig.suptitle(machine_note(device), fontsize=9)
     save_figure(fig, path)
 
 
-RUNNERS = {"kernel": kernel_rows, "pairing": pairing_rows, "peers": peers_rows, "ddp": ddp_rows}
+RUNNERS = {"kernel": kernel_rows, "pairing": pairing_rows, "peers": peers_rows, "ddp": ddp_rows,
+           "train_ddp": train_ddp_rows}
 
 
 def main(argv=None) -> dict:

@@ -7,7 +7,7 @@ The paper's Table 1 measured. Per batch of n noise samples in dimension d:
   O(n N d) per batch, O(N d) per pair, whatever n. The time does not depend on how well g is
   fitted, so g is the nearest-neighbour start ``-|y_j|^2 / 2``.
 * ``otfm`` ours: :func:`sdfm.ot.batch_ot_pairing` on n noise x n data samples, as
-  :class:`sdfm.couplings.BatchOTCoupling` times it (``relative_epsilon`` included at eps > 0):
+  :class:`sdfm.fm.couplings.BatchOTCoupling` times it (``relative_epsilon`` included at eps > 0):
   ``exact`` (scipy ``linear_sum_assignment``, O(n^3)) and ``sinkhorn`` (POT log-domain,
   O(n^2) per iteration) at relative epsilon 0.01 and 0.1.
 * ``otfm`` torchcfm: ``torchcfm.optimal_transport.OTPlanSampler(method).sample_plan(x0, x1)``,

@@ -5,7 +5,7 @@ checkerboard (depth 3, hidden 256, batch 256, N = 5000) and the UNet on 8x8 digi
 channels 16, channel mults [1, 2], one res block, batch 128, N = 1500). Methods and relative
 epsilons are those of ``config.yaml``'s ``methods`` (fm; otfm 0, 0.1; sdfm 0, 0.1).
 
-Each (model, method) trains with :func:`sdfm.train.train` for ``steps`` steps per round, the
+Each (model, method) trains with :func:`sdfm.fm.train.train` for ``steps`` steps per round, the
 methods interleaved round by round (round 0 is a warm-up and is dropped), the medians of the
 rounds kept. Per step:
 
@@ -47,11 +47,11 @@ import yaml
 
 from common import BENCH_DIR, ROOT, bench_style, machine_note, save_figure, sync, write_csv
 from sdfm.config import dataset_settings, validate_config
-from sdfm.couplings import make_coupling
 from sdfm.data import build_dataset
+from sdfm.fm.couplings import make_coupling
+from sdfm.fm.train import TrainConfig, train
 from sdfm.models import build_model
 from sdfm.ot import SemidiscretePotential
-from sdfm.train import TrainConfig, train
 
 COLUMNS = ["model", "dataset", "method", "epsilon_rel", "batch_size", "N", "d", "steps", "rounds", "sample_s",
            "pairing_s", "update_s", "total_s", "pairing_share", "added_vs_fm", "overhead_vs_fm", "target", "target_met",

@@ -141,6 +141,32 @@ def extrapolate(x: Sequence[float], t: Sequence[float], at: float, exponent: flo
     return t_last * (at / x_last) ** b
 
 
+
+def rank_counts(device_type: str) -> list[int]:
+    """The process counts a scaling benchmark runs: 1, 2, 4, 8 and all GPUs present (1 and 2 gloo ranks on CPU)."""
+    import torch
+
+    most = torch.cuda.device_count() if device_type == "cuda" else 2
+    return sorted({1, 2, 4, 8, most} & set(range(1, most + 1)))
+
+
+def spawned_seconds(worker: Callable, world: int, *args) -> float:
+    """Run ``worker(rank, world, port, *args, out)`` on ``world`` spawned ranks (a free local port for the
+    process group) and return the seconds rank 0 wrote to ``out``."""
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "seconds")
+        mp.spawn(worker, args=(world, port, *args, out), nprocs=world, join=True)
+        return float(Path(out).read_text())
+
+
 def write_csv(rows: list[dict] | pd.DataFrame, path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Write tidy rows atomically (temp file, then rename) and return them as a DataFrame."""
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=columns)

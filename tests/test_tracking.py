@@ -181,13 +181,19 @@ def _parallel_job(store, exp, seed):
 
 
 def test_parallel_processes_make_one_parent(store, exp):
-    """Jobs started together in separate processes (snakemake --cores N) find or create one parent."""
-    context = multiprocessing.get_context("fork")
+    """Jobs started together in separate processes (snakemake --cores N) find or create one parent.
+
+    The workers are spawned, as Snakemake's jobs are fresh processes: a fork of this process would
+    inherit the MLflow client's threads and locks mid-use and can deadlock (it did, once in a run).
+    """
+    context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_parallel_job, args=(store, exp, seed)) for seed in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(timeout=300)
+        if worker.exitcode is None:
+            worker.kill()
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
     runs = _runs(store, exp)
     parents = [r for r in runs if tracking.PARENT_KEY_TAG in r.data.tags]

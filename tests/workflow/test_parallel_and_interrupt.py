@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import REPO, TINY, snakemake, write_config
 from sdfm.data import load_prepared
-from sdfm.tracking import tracking_uri
+from sdfm.tracking import PARENT_KEY_TAG, tracking_uri
 
 PARALLEL = copy.deepcopy(TINY)
 PARALLEL["experiment_name"] = "parallel"
@@ -33,9 +33,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # ~4 min: two DAG ru
 
 
 def _runs(workdir, experiment):
+    """The job runs of ``experiment``, after checking that they hang under one parent run (the data set's)."""
     client = MlflowClient(tracking_uri=tracking_uri(workdir / "results"))
     found = client.get_experiment_by_name(experiment)
-    return client, client.search_runs([found.experiment_id], max_results=1000)
+    runs = client.search_runs([found.experiment_id], max_results=1000)
+    parents = [r for r in runs if PARENT_KEY_TAG in r.data.tags]
+    jobs = [r for r in runs if PARENT_KEY_TAG not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]  # one data set: one parent run
+    assert {r.data.tags.get("mlflow.parentRunId") for r in jobs} == {parents[0].info.run_id}
+    return client, jobs
 
 
 def test_eight_parallel_jobs_lose_no_run_param_or_metric(tmp_path):

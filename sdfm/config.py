@@ -20,11 +20,11 @@ from sdfm.artifacts import epsilon_label
 from sdfm.data.registry import dataset_options
 from sdfm.data.toy import TOY_DATASETS
 from sdfm.config_values import (check_data_options, check_finite, check_output_dirs, check_readable_file,
-                                check_study_sets, check_unique_seeds, integral_floats_to_int, strict_integer_validator,
-                                type_hint)
+                                check_unique_seeds, integral_floats_to_int, strict_integer_validator, type_hint)
 from sdfm.config_yaml import read_config_file
 from sdfm.errors import ConfigError
 from sdfm.fm.sampling import DOPRI5_TOL
+from sdfm.studies import check_studies, study_resources
 
 __all__ = [
     "DEFAULT_RESOURCES",
@@ -64,6 +64,7 @@ BUILTIN_DEFAULTS = {
 }
 #: What each rule's jobs ask the scheduler for: memory (MB), wall time (minutes), GPUs (with ``gpu: true``;
 #: None: one per rank of the fit, ``potential.processes``). Config key ``resources.<rule>`` overrides them.
+#: A study's rules declare theirs in its module (``Study.resources``, :mod:`sdfm.studies`).
 DEFAULT_RESOURCES = {
     "prepare_data": {"mem_mb": 2000, "runtime": 30, "gpus": 0},
     "fit_potential": {"mem_mb": 4000, "runtime": 120, "gpus": None},
@@ -71,9 +72,6 @@ DEFAULT_RESOURCES = {
     "train_feature_net": {"mem_mb": 4000, "runtime": 60, "gpus": 1},
     "fid_reference": {"mem_mb": 4000, "runtime": 60, "gpus": 1},
     "evaluate": {"mem_mb": 4000, "runtime": 120, "gpus": 1},
-    "convergence_study": {"mem_mb": 4000, "runtime": 120, "gpus": 1},
-    "pca_study_data": {"mem_mb": 2000, "runtime": 30, "gpus": 0},
-    "pca_study": {"mem_mb": 4000, "runtime": 120, "gpus": 1},
 }
 #: Sources of vectors (kind ``points``); every other source holds images.
 POINT_SOURCES = (*TOY_DATASETS, "arrays")
@@ -179,10 +177,10 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
         if "default" in spec and key not in config:
             config[key] = copy.deepcopy(spec["default"])
     config["resources"] = {rule: {**defaults, **config["resources"].get(rule, {})}
-                           for rule, defaults in DEFAULT_RESOURCES.items()}
+                           for rule, defaults in {**DEFAULT_RESOURCES, **study_resources()}.items()}
     check_unique_seeds(config["seeds"], "seeds")
     check_output_dirs(config)
-    check_study_sets(config)
+    check_studies(config)  # each study's own checks (sdfm.studies: STUDY.check)
     for name, entry in config["datasets"].items():
         check_data_options(f"datasets.{name}", entry["source"], entry.get("options", {}))
         merged = dataset_settings(config, name)
@@ -222,39 +220,7 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
                         f"config key 'datasets.{name}.evaluate.nfe': {nfe} is not a multiple of {stages}, "
                         f"the evaluations per step of solver '{solver}'; use multiples of {stages}"
                     )
-    _check_convergence_study(config)
-    if "adaptive_epsilon" in config.get("studies", {}) and "auto" not in config["methods"].get("sdfm", {}).get(
-            "epsilons", []):
-        raise ConfigError("config key 'studies.adaptive_epsilon' compares SD-FM at epsilon 'auto' with the fixed "
-                          "ones; add 'auto' to methods.sdfm.epsilons")
     return config
-
-
-def _check_convergence_study(config: dict) -> None:
-    """``studies.convergence``: a data set of the config, a centre on the grid, K windows within the steps."""
-    study = config.get("studies", {}).get("convergence")
-    if study is None:
-        return
-    from sdfm.studies.convergence import STUDY_DEFAULTS
-
-    key, study = "studies.convergence", {**STUDY_DEFAULTS, **study}
-    if study["dataset"] not in config["datasets"]:
-        raise ConfigError(f"config key '{key}.dataset': {study['dataset']!r} is not a data set of this config; "
-                          f"choose one of {', '.join(config['datasets'])}")
-    for name in ("first_eval", "fit_from"):
-        if study[name] > study["steps"]:
-            raise ConfigError(f"config key '{key}.{name}': {study[name]} exceeds {key}.steps = {study['steps']}; "
-                              f"lower it or raise steps")
-    for name, values in (("n_points", "n_points"), ("batch_size", "batch_sizes")):
-        centre = (study["centre"] or {}).get(name)
-        if centre is not None and centre not in study[values]:
-            raise ConfigError(f"config key '{key}.centre.{name}': {centre} is not in {key}.{values}; add it there")
-    entry = config["datasets"][study["dataset"]]
-    n_train = entry.get("options", {}).get("n_train", dataset_options(entry["source"]).get("n_train"))
-    largest = max(study["n_points"])
-    if isinstance(n_train, int) and largest > n_train:
-        raise ConfigError(f"config key '{key}.n_points': {largest} exceeds the {n_train} training points of "
-                          f"'{study['dataset']}' (datasets.{study['dataset']}.options.n_train); use smaller N")
 
 
 def data_dimension(source: str, options: dict) -> int | None:

@@ -34,7 +34,7 @@ def sample_assignment(
     costs one exponential per score, against three transcendental functions for Gumbel-max.
     With ``top_k`` the draw is restricted to the k best scores of each row (a categorical over
     the renormalised top-k softmax), the approximation of OTT's dataloader. ``workspace``: as
-    in :func:`reduce_scores`.
+    in :func:`sdfm.ot.kernel.reduce_scores`.
     """
     n_keys = keys.shape[0]
     if epsilon > 0:
@@ -76,7 +76,7 @@ def topk_total_variation(
         TV(q_i, p_i) = 1/2 sum_j |q_ij - p_ij| = 1/2 [P_ik (1 / P_ik - 1) + (1 - P_ik)] = 1 - P_ik,
 
     the softmax mass outside the k best scores: computed as (sum of the other terms) / (row sum),
-    in float64 (a float64 copy of each score block: twice the memory of :func:`reduce_scores`),
+    in float64 (a float64 copy of each score block: twice the memory of :func:`sdfm.ot.kernel.reduce_scores`),
     without cancellation. 0 when ``k >= N``.
 
     Args:

@@ -35,7 +35,7 @@ class Reducer:
         return target_weights(weights, n, device)
 
     def initial_potential(self, y: Tensor, init: str) -> Tensor:
-        """The starting potential of this process's points (see :func:`initial_potential`)."""
+        """The starting potential of this process's points (see :func:`sdfm.ot.solver_init.initial_potential`)."""
         return initial_potential(y, init)
 
     def minimum(self, value: float) -> float:

@@ -94,7 +94,7 @@ class ShardLayout:
 
 
 class ShardCombine:
-    """The cross-shard hook of :func:`sdfm.ot.kernel.reduce_scores` (see the module docstring).
+    """The cross-shard hook of :func:`sdfm.ot.kernel.reduce_scores` (see :mod:`sdfm.ot.distributed`).
 
     Rows are blocked by the largest shard size so that every rank runs the same number of row
     blocks, hence the same sequence of collectives.

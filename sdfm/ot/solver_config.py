@@ -17,7 +17,7 @@ __all__ = ["LOW_DIMENSION", "SolverConfig", "epsilon_at", "eval_batch_for", "nex
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """Settings of :class:`SemidiscreteSolver`; the defaults were chosen by measurement.
+    """Settings of :class:`sdfm.ot.solver.SemidiscreteSolver`; the defaults were chosen by measurement.
 
     Attributes:
         steps: maximum number of SGD steps.
@@ -31,8 +31,8 @@ class SolverConfig:
         averaging: ``"ema"``, ``"polyak"`` (running mean after ``burn_in`` steps) or ``"none"``.
         ema_decay: decay of the exponential moving average.
         burn_in: fraction of the steps skipped by the Polyak average.
-        init: ``"multiscale"`` (coarse-to-fine, see :meth:`SemidiscreteSolver.coarse_to_fine`),
-            ``"gaussian"``, ``"voronoi"`` or ``"zero"`` (see :func:`initial_potential`).
+        init: ``"multiscale"`` (coarse-to-fine, see :meth:`sdfm.ot.solver.SemidiscreteSolver.coarse_to_fine`),
+            ``"gaussian"``, ``"voronoi"`` or ``"zero"`` (see :func:`sdfm.ot.solver_init.initial_potential`).
         coarsen_factor: ratio of point counts between two levels of the multiscale init.
         coarsest: below this many points the multiscale init starts from ``"gaussian"``.
         eval_every: steps between chi^2 evaluations of the averaged potential; ``None``: the
@@ -49,7 +49,7 @@ class SolverConfig:
         block_elems: largest score block held in memory.
         progress: show the current chi^2 (a tqdm bar on a terminal, else a line every N s: sdfm.progress).
         epsilon_schedule: ``"constant"`` (every step at the target eps) or ``"drag"``
-            (decreasing regularisation, see the module docstring and :func:`epsilon_at`).
+            (decreasing regularisation, see the docstring of :mod:`sdfm.ot.solver` and :func:`epsilon_at`).
         drag_eps0: DRAG's initial regularisation eps_0, in units of the gap scale delta.
         drag_exponent: DRAG's decay exponent alpha of ``eps_0 / t^alpha``.
         drag_hard_below: towards eps = 0, DRAG switches to hard assignments once
@@ -103,7 +103,7 @@ class SolverConfig:
             raise ValueError("drag_eps0 and drag_exponent must be > 0 and drag_hard_below >= 0")
 
 
-#: Largest point dimension at which ``"auto"`` picks the low-dimensional defaults (module docstring).
+#: Largest point dimension at which ``"auto"`` picks the low-dimensional defaults (see :mod:`sdfm.ot.solver`).
 LOW_DIMENSION = 3
 
 
@@ -112,7 +112,7 @@ def resolve_auto(cfg: SolverConfig, dim: int) -> SolverConfig:
 
     ``dim <= LOW_DIMENSION``: ``init="multiscale"`` and ``epsilon_schedule="drag"`` with soft steps
     to the end (``drag_hard_below=0``); otherwise ``init="gaussian"``, ``epsilon_schedule="constant"``
-    (the measurements behind the rule are in the module docstring). Explicit values are kept.
+    (the measurements behind the rule are in the docstring of :mod:`sdfm.ot.solver`). Explicit values are kept.
     """
     low = dim <= LOW_DIMENSION
     changes = {}

@@ -17,8 +17,11 @@ import jsonschema
 import yaml
 
 from sdfm.artifacts import epsilon_label
-from sdfm.data.registry import dataset_options
 from sdfm.data.toy import TOY_DATASETS
+from sdfm.config_checks import check_pca as _check_pca
+from sdfm.config_checks import check_superres as _check_superres
+from sdfm.config_checks import data_dimension  # noqa: F401 (sdfm.config.data_dimension: the PCA study's rules)
+from sdfm.config_checks import setting_key as _where
 from sdfm.config_values import (check_data_options, check_finite, check_output_dirs, check_readable_file,
                                 check_unique_seeds, integral_floats_to_int, strict_integer_validator, type_hint)
 from sdfm.config_yaml import read_config_file
@@ -223,42 +226,6 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
     return config
 
 
-def data_dimension(source: str, options: dict) -> int | None:
-    """The flat dimension D of a data set, from its source and options alone (None if unknown before loading)."""
-    from sdfm.data.imagenet import IMAGENET_DATASETS
-
-    if source in TOY_DATASETS:
-        return 2
-    fixed = {"digits": 64, "animals": 784, "cifar10": 3072}
-    if source in fixed:
-        return fixed[source]
-    if source in IMAGENET_DATASETS:
-        return 3 * IMAGENET_DATASETS[source].resolution ** 2
-    if source == "image_folder":
-        return int(options.get("channels", 3)) * int(options.get("resolution", 64)) ** 2
-    return None
-
-
-def _check_pca(config: dict, name: str, merged: dict) -> None:
-    """``potential.pca_dim``: below the data dimension."""
-    potential = merged["potential"]
-    k = potential.get("pca_dim")
-    if k is None:
-        return
-    where = _where(config, name, "potential", "pca_dim")
-    dim = data_dimension(merged["source"], merged["options"])
-    if dim is not None and k >= dim:
-        raise ConfigError(f"config key '{where}': {k} is not below the dimension {dim} of data set '{name}'; "
-                          f"use a smaller k, or null for the full space")
-
-
-def _where(config: dict, name: str, stage: str, key: str) -> str:
-    """The config key a merged setting came from: the dataset's entry if it sets it, else the top level."""
-    if key in config["datasets"][name].get(stage, {}):
-        return f"datasets.{name}.{stage}.{key}"
-    return f"{stage}.{key}"
-
-
 def conditional_sdfm_supported() -> bool:
     """Whether ``sdfm.ot.fit_potential`` takes a ``source`` sampler (needed by conditional SD-FM)."""
     from sdfm.ot import fit_potential
@@ -308,41 +275,6 @@ def _check_image_track(config: dict, name: str, merged: dict) -> None:
                 f"(sdfm.ot.fit_potential has no source-sampler hook); drop 'conditional' or method 'sdfm'"
             )
     _check_superres(config, name, merged)
-
-
-#: Image side of the data sets whose size is fixed (image_folder: its ``resolution`` option).
-_IMAGE_SIDES = {"digits": 8, "animals": 28, "cifar10": 32, "imagenet32": 32, "imagenet64": 64}
-
-
-def _check_superres(config: dict, name: str, merged: dict) -> None:
-    """``superres``: image sets and UNets only, not with ``conditional``, a factor dividing the side; psnr / ssim need it."""
-    superres, key = merged["superres"], f"datasets.{name}.superres"
-    metrics = merged["evaluate"]["metrics"]
-    if superres is None:
-        for metric in ("psnr", "ssim"):
-            if metric in metrics:
-                raise ConfigError(
-                    f"config key '{_where(config, name, 'evaluate', 'metrics')}': '{metric}' scores super-resolution "
-                    f"against the truth; add '{key}' or drop it"
-                )
-        return
-    if merged["kind"] != "images":
-        raise ConfigError(f"config key '{key}': '{name}' holds points; super-resolution needs an image set")
-    if merged["conditional"] is not None:
-        raise ConfigError(f"config key '{key}': 'conditional' and 'superres' exclude each other; keep one")
-    if merged["model"]["kind"] != "unet":
-        raise ConfigError(f"config key '{key}': the low-resolution condition enters a UNet; set model.kind 'unet'")
-    if merged["potential"].get("pca_dim") is not None:
-        raise ConfigError(f"config key '{key}': a PCA potential (potential.pca_dim) does not pair on the "
-                          f"low-resolution condition; drop one of them")
-    side = _IMAGE_SIDES.get(merged["source"])
-    if merged["source"] == "image_folder":
-        side = merged["options"].get("resolution", dataset_options("image_folder").get("resolution"))
-    if isinstance(side, int) and side % superres["factor"]:
-        raise ConfigError(
-            f"config key '{key}.factor': {superres['factor']} does not divide the {side}x{side} images of "
-            f"'{name}'; use a divisor of {side}"
-        )
 
 
 def dataset_settings(config: dict, name: str) -> dict:

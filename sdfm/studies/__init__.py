@@ -3,8 +3,8 @@
 A study is configured by its ``studies.<name>`` key (its keys in the schema), runs through its own
 rules in ``workflow/rules/studies/<name>.smk`` and writes its figure and report section under
 ``reports/``. Its module ``sdfm/studies/<name>.py`` holds everything else and declares it with a
-module-level ``STUDY = Study(...)``: its defaults, its cross-field config check, its subcommands and
-its rules' default resources. :mod:`sdfm.config` and :mod:`sdfm.cli` loop over :func:`registry`;
+module-level ``STUDY = Study(...)``: its defaults, its cross-field config check, its subcommands,
+its rules' default resources and its toy scale for smoke runs. :mod:`sdfm.config` and :mod:`sdfm.cli` loop over :func:`registry`;
 neither names a study.
 
 * :mod:`sdfm.studies.convergence`: chi^2 of the potential vs solver steps, against the theory's rate;
@@ -36,6 +36,8 @@ class Study:
         register: ``register(commands)`` adds its subcommands to the parser (:class:`sdfm.cli_args.Commands`).
         resources: ``{rule: {"mem_mb", "runtime", "gpus"}}``, the default resources of its rules
             (config key ``resources.<rule>`` overrides them, as for the grid's rules).
+        shrink: ``shrink(entry) -> entry``, its config entry at toy scale for ``sdfm smoke-config``
+            (:mod:`sdfm.smoke.shrink`), every variant kept; None: the entry runs as it is.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Study:
     check: Callable[[dict, dict], None] | None = None
     register: Callable[[object], None] | None = None
     resources: dict = field(default_factory=dict)
+    shrink: Callable[[dict], dict] | None = None
 
 
 @functools.lru_cache(maxsize=1)

@@ -371,5 +371,14 @@ def register(commands) -> None:
     p.add_argument("--reports-dir", required=True, help="figure links are relative to it")
 
 
-STUDY = Study(name="convergence", defaults=STUDY_DEFAULTS, check=check_config, register=register,
+def shrink(entry: dict) -> dict:
+    """The entry at toy scale (``sdfm smoke-config``): two N and B, 64 steps, three K, two seeds."""
+    study = {**entry, "n_points": [200, 400], "batch_sizes": [32, 64], "steps": 64, "first_eval": 16,
+             "eval_points": 3, "eval_batch": 1024, "seeds": [0, 1], "fit_from": 16, "reference_batch": 256}
+    if study.get("centre") is not None:
+        study["centre"] = {"n_points": 400, "batch_size": 64}
+    return study
+
+
+STUDY = Study(name="convergence", defaults=STUDY_DEFAULTS, check=check_config, register=register, shrink=shrink,
               resources={"convergence_study": {"mem_mb": 4000, "runtime": 120, "gpus": 1}})

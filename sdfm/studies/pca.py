@@ -26,6 +26,7 @@ The result is one CSV row per k; :func:`write_pca_study_report` draws and descri
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -294,6 +295,15 @@ def register(commands) -> None:
     p.add_argument("--reports-dir", required=True, help="figure links are relative to it")
 
 
-STUDY = Study(name="pca", defaults=STUDY_DEFAULTS, check=check_config, register=register,
+def shrink(entry: dict) -> dict:
+    """The entry at toy scale (``sdfm smoke-config``): the two smallest k of each set, 50 steps, small batches."""
+    study = copy.deepcopy(entry)
+    for spec in study["sets"].values():
+        spec["dims"] = sorted(spec["dims"])[:2]
+    study.update(steps=50, batch_size=64, pairing_batch=64, repeats=2, chi2_samples=1024, quality_samples=512)
+    return study
+
+
+STUDY = Study(name="pca", defaults=STUDY_DEFAULTS, check=check_config, register=register, shrink=shrink,
               resources={"pca_study_data": {"mem_mb": 2000, "runtime": 30, "gpus": 0},
                          "pca_study": {"mem_mb": 4000, "runtime": 120, "gpus": 1}})

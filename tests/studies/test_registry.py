@@ -14,6 +14,7 @@ import sdfm.studies
 from sdfm.cli import _parser, main
 from sdfm.config import DEFAULT_SCHEMA, load_config_file, validate_config
 from sdfm.errors import ConfigError
+from sdfm.smoke.shrink import shrink_config
 from sdfm.studies import Study, registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +41,8 @@ def register(commands):
 
 
 STUDY = Study(name="dummy_study", defaults={"size": 1}, check=check, register=register,
-              resources={"dummy_study_rule": {"mem_mb": 123, "runtime": 4, "gpus": 0}})
+              resources={"dummy_study_rule": {"mem_mb": 123, "runtime": 4, "gpus": 0}},
+              shrink=lambda entry: {**entry, "size": 1})
 '''
 
 
@@ -76,7 +78,7 @@ def test_the_shipped_studies_are_registered_with_their_subcommands():
     assert studies["convergence"].defaults["fit_from"] == 64
 
 
-def test_a_new_study_gets_its_subcommands_check_defaults_and_resources(dummy_study, tmp_path, capsys):
+def test_a_new_study_gets_its_subcommands_check_defaults_resources_and_toy_scale(dummy_study, tmp_path, capsys):
     assert "dummy_study" in registry()
     assert main(["dummy-study", "--size", "2"]) == 0
     assert capsys.readouterr().out == "dummy study of size 2\n"
@@ -90,6 +92,8 @@ def test_a_new_study_gets_its_subcommands_check_defaults_and_resources(dummy_stu
     # the study's key is still the schema's to allow
     with pytest.raises(ConfigError, match="studies.dummy_study"):
         validate_config({**config, "studies": {"dummy_study": {}}})
+    toy = shrink_config({**config, "studies": {"dummy_study": {"size": 3}, "unknown": {"size": 3}}}, {})
+    assert toy["studies"] == {"dummy_study": {"size": 1}, "unknown": {"size": 3}}
 
 
 def test_a_study_name_declared_twice_is_refused(dummy_study, tmp_path):
@@ -102,9 +106,9 @@ def test_a_study_name_declared_twice_is_refused(dummy_study, tmp_path):
         sys.modules.pop("sdfm.studies.dummy_twin", None)
 
 
-@pytest.mark.parametrize("module", ["cli.py", "config.py"])
-def test_cli_and_config_name_no_study(module):
-    """Neither module names a study, its subcommands or its modules: they only loop over the registry."""
+@pytest.mark.parametrize("module", ["cli.py", "config.py", "config_checks.py", "config_values.py", "smoke/shrink.py"])
+def test_cli_config_and_smoke_name_no_study(module):
+    """None of these names a study, its subcommands or its modules: they only loop over the registry."""
     text = (REPO / "sdfm" / module).read_text()
     spellings = [f"{q}{name}{q}" for name in registry() for q in ('"', "'")]
     spellings += [f"studies.{name}" for name in registry()] + ["pca-study", "convergence-", "adaptive-epsilon"]

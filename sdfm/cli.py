@@ -9,33 +9,15 @@ validated config; every subcommand exits non-zero with one line on bad input.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
+from sdfm.cli_args import Commands
+from sdfm.cli_args import job_context as _context
+from sdfm.cli_args import json_object as _json
+from sdfm.cli_args import json_or_null as _json_or_null
+
 __all__ = ["main"]
-
-
-def _json(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not a JSON object: {err}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"steps\": 100}'")
-    return value
-
-
-def _context(args):
-    from sdfm.progress import INTERVAL_ENV
-    from sdfm.runtime import JobContext, setup_threads
-
-    setup_threads(args.threads)
-    if args.progress_seconds is not None:  # read by sdfm.progress (also in torchrun's other ranks)
-        os.environ[INTERVAL_ENV] = str(args.progress_seconds)
-    return JobContext(experiment=args.experiment, results_dir=args.results_dir, progress=not args.no_progress,
-                      log_model=getattr(args, "log_model", False))
 
 
 def _cmd_validate(args) -> None:
@@ -123,49 +105,6 @@ def _cmd_report(args) -> None:
     print(f"{path}: written")
 
 
-def _cmd_pca_study(args) -> None:
-    from sdfm.studies.pca import pca_study
-
-    _context(args)
-    table = pca_study(args.data, args.dataset, args.dims, args.settings, args.out, device=args.device,
-                      progress=not args.no_progress)
-    print(f"{args.out}: {len(table)} rows (k = {', '.join(str(k) for k in table.k)})")
-
-
-def _cmd_pca_study_report(args) -> None:
-    from sdfm.studies.pca_report import write_pca_study_report
-
-    path = write_pca_study_report(args.inputs, args.figure, args.section, args.reports_dir, metrics=args.metrics,
-                                  summaries=args.summaries)
-    print(f"{path}: written")
-
-
-def _cmd_convergence_study(args) -> None:
-    from sdfm.studies.convergence import convergence_study
-
-    _context(args)
-    table = convergence_study(args.data, args.dataset, args.settings, args.out, device=args.device,
-                              progress=not args.no_progress)
-    print(f"{args.out}: {len(table)} rows")
-
-
-def _cmd_convergence_report(args) -> None:
-    from sdfm.studies.convergence_report import write_convergence_report
-
-    settings = args.settings
-    path = write_convergence_report(args.input, args.figure, args.section, args.fits, args.reports_dir,
-                                    fit_from=settings.get("fit_from", 1), floor_factor=settings.get("floor_factor", 5.0),
-                                    solvers=settings.get("solvers"))
-    print(f"{path}: written")
-
-
-def _cmd_adaptive_epsilon_study(args) -> None:
-    from sdfm.studies.adaptive_epsilon import adaptive_epsilon_study
-
-    table = adaptive_epsilon_study(args.metrics, args.summaries, args.figure, args.section, args.reports_dir)
-    print(f"{args.section}: {len(table)} (data set, metric, NFE) comparisons")
-
-
 def _cmd_smoke_config(args) -> None:
     from sdfm.smoke.run import smoke_config
 
@@ -228,16 +167,6 @@ def _epsilon(text: str) -> float | str:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
-    return value
-
-
 class _VersionAction(argparse.Action):
     """``sdfm --version``: the package version, and the git commit of a checkout install (``-dirty`` if edited)."""
 
@@ -254,38 +183,36 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _json_or_null(text: str) -> dict | None:
-    return None if text.strip() in ("", "null", "None") else _json(text)
+def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The grid's job subcommands, the tools, then every study's own (:func:`sdfm.studies.registry`).
 
+    With ``argv`` naming one of the first two kinds, the studies are left out: their modules import
+    torch and matplotlib, which ``aggregate`` or ``compare`` do not need. ``--help``, a study's
+    subcommand or an unknown one gets them all.
+    """
+    from sdfm.studies import registry
 
-# Long (148 lines): one flat list of every subcommand's arguments, kept in one place so the CLI reads as its
-# reference; splitting it per layer (jobs, studies) is the follow-up of the typed-arguments work (ARCHITECTURE.md).
-def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdfm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_VersionAction, help="print the version (and git commit) and exit")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def job(name, func, help_text, reads_data=True):
-        p = sub.add_parser(name, help=help_text)
-        if reads_data:
-            p.add_argument("--data", required=True, help="the data set cache written by prepare-data")
-        p.add_argument("--dataset", required=True, help="the data set's name in the config")
-        p.add_argument("--experiment", default="sdfm", help="MLflow experiment name")
-        p.add_argument("--results-dir", default="results", help="where the default MLflow store lives")
-        p.add_argument("--threads", type=int, default=None, help="torch threads (Snakemake's threads:)")
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-        p.add_argument("--no-progress", action="store_true", help="hide progress bars and lines")
-        p.add_argument("--progress-seconds", type=_seconds, default=None,
-                       help="seconds between progress lines when the output is not a terminal (default 30, "
-                            "or SDFM_PROGRESS_SECONDS)")
-        p.add_argument("--log-model", action="store_true", help="log a trained model with mlflow.pytorch")
-        p.set_defaults(func=func)
-        return p
+    commands = Commands(sub)
 
     p = sub.add_parser("validate-config", help="check a workflow config and print the job count")
     p.add_argument("config")
     p.set_defaults(func=_cmd_validate)
+    _grid_commands(sub, commands.job)
+    _tool_commands(sub)
+    # the subcommand is the first word that is not an option (the top level has no option taking a value)
+    if argv is not None and next((a for a in argv if not a.startswith("-")), None) in sub.choices:
+        return parser
+    for study in registry().values():
+        if study.register is not None:
+            study.register(commands)
+    return parser
 
+
+def _grid_commands(sub, job) -> None:
+    """The subcommands of the main grid's rules (``job``: a subcommand with the options every job shares)."""
     p = job("prepare-data", _cmd_prepare, "build and cache a data set", reads_data=False)
     p.add_argument("--source", required=True)
     p.add_argument("--options", type=_json, default={})
@@ -346,6 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="images per Inception batch")
     p.add_argument("--out", required=True, help="the statistics file (.npz)")
 
+
+def _tool_commands(sub) -> None:
+    """Aggregation, the report and the user's tools: smoke runs, tables of a results folder, samples of a run."""
     p = sub.add_parser("aggregate", help="concatenate evaluation tables into metrics.csv")
     p.add_argument("--inputs", nargs="*", default=[])
     p.add_argument("--out", required=True)
@@ -366,41 +296,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", default=None, help="git checkout whose commit is recorded (default: the working directory)")
     p.add_argument("--sections", nargs="*", default=[], help="studies' markdown sections, appended under 'Studies'")
     p.set_defaults(func=_cmd_report)
-
-    p = job("pca-study", _cmd_pca_study, "PCA cost study: fit and pairing speed and pairing quality vs k")
-    p.add_argument("--dims", type=int, nargs="+", required=True, help="the PCA dimensions k (the full D is added)")
-    p.add_argument("--settings", type=_json, default={})
-    p.add_argument("--out", required=True, help="the CSV, one row per k")
-
-    p = sub.add_parser("pca-study-report", help="the PCA study's figure and report section")
-    p.add_argument("--inputs", nargs="+", required=True, help="the pca-study CSVs")
-    p.add_argument("--metrics", default=None, help="the run's metrics.csv (fd per k of the PCA data sets)")
-    p.add_argument("--summaries", nargs="*", default=[], help="potential summaries of the PCA data sets and references")
-    p.add_argument("--figure", required=True, help="the PNG to draw (a PDF beside it)")
-    p.add_argument("--section", required=True, help="the markdown section to write")
-    p.add_argument("--reports-dir", required=True, help="figure links are relative to it")
-    p.set_defaults(func=_cmd_pca_study_report)
-
-    p = job("convergence-study", _cmd_convergence_study, "chi^2 of the potential after K SGD steps, over N, B, eps")
-    p.add_argument("--settings", type=_json, default={}, help="the studies.convergence config entry as JSON")
-    p.add_argument("--out", required=True, help="the tidy CSV, one row per setting, seed and K")
-
-    p = sub.add_parser("convergence-report", help="the convergence study's exponents, figure and report section")
-    p.add_argument("--input", required=True, help="the convergence-study CSV")
-    p.add_argument("--settings", type=_json, default={}, help="fit_from, floor_factor, solvers (as in the study)")
-    p.add_argument("--figure", required=True, help="the PNG to draw (a PDF beside it)")
-    p.add_argument("--section", required=True, help="the markdown section to write")
-    p.add_argument("--fits", required=True, help="the CSV of fitted exponents")
-    p.add_argument("--reports-dir", required=True, help="figure links are relative to it")
-    p.set_defaults(func=_cmd_convergence_report)
-
-    p = sub.add_parser("adaptive-epsilon-study", help="SD-FM at epsilon auto vs the fixed epsilons: figure and section")
-    p.add_argument("--metrics", required=True, help="metrics.csv")
-    p.add_argument("--summaries", nargs="+", required=True, help="the potential summaries epsauto.json")
-    p.add_argument("--figure", required=True, help="the PNG to draw (a PDF beside it)")
-    p.add_argument("--section", required=True, help="the markdown section to write")
-    p.add_argument("--reports-dir", required=True, help="figure links are relative to it")
-    p.set_defaults(func=_cmd_adaptive_epsilon_study)
 
     p = sub.add_parser("smoke-config", help="run a config's whole DAG at toy scale on stand-in data, to report.md")
     p.add_argument("config", help="a workflow config (workflow/configs/*.yaml, config.yaml, your own)")
@@ -429,12 +324,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     p.add_argument("--out", required=True, help="the .npz to write; the picture goes beside it as .png")
     p.set_defaults(func=_cmd_sample)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sdfm`` console script."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(argv).parse_args(argv)
     from sdfm.data import DataError
     from sdfm.errors import ConfigError
     from sdfm.metrics.reference_stats import ReferenceMismatch

@@ -17,14 +17,17 @@ import jsonschema
 import yaml
 
 from sdfm.artifacts import epsilon_label
-from sdfm.data.registry import dataset_options
 from sdfm.data.toy import TOY_DATASETS
+from sdfm.config_checks import check_pca as _check_pca
+from sdfm.config_checks import check_superres as _check_superres
+from sdfm.config_checks import data_dimension  # noqa: F401 (sdfm.config.data_dimension: the PCA study's rules)
+from sdfm.config_checks import setting_key as _where
 from sdfm.config_values import (check_data_options, check_finite, check_output_dirs, check_readable_file,
-                                check_study_sets, check_unique_seeds, integral_floats_to_int, strict_integer_validator,
-                                type_hint)
+                                check_unique_seeds, integral_floats_to_int, strict_integer_validator, type_hint)
 from sdfm.config_yaml import read_config_file
 from sdfm.errors import ConfigError
 from sdfm.fm.sampling import DOPRI5_TOL
+from sdfm.studies import check_studies, study_resources
 
 __all__ = [
     "DEFAULT_RESOURCES",
@@ -64,6 +67,7 @@ BUILTIN_DEFAULTS = {
 }
 #: What each rule's jobs ask the scheduler for: memory (MB), wall time (minutes), GPUs (with ``gpu: true``;
 #: None: one per rank of the fit, ``potential.processes``). Config key ``resources.<rule>`` overrides them.
+#: A study's rules declare theirs in its module (``Study.resources``, :mod:`sdfm.studies`).
 DEFAULT_RESOURCES = {
     "prepare_data": {"mem_mb": 2000, "runtime": 30, "gpus": 0},
     "fit_potential": {"mem_mb": 4000, "runtime": 120, "gpus": None},
@@ -71,9 +75,6 @@ DEFAULT_RESOURCES = {
     "train_feature_net": {"mem_mb": 4000, "runtime": 60, "gpus": 1},
     "fid_reference": {"mem_mb": 4000, "runtime": 60, "gpus": 1},
     "evaluate": {"mem_mb": 4000, "runtime": 120, "gpus": 1},
-    "convergence_study": {"mem_mb": 4000, "runtime": 120, "gpus": 1},
-    "pca_study_data": {"mem_mb": 2000, "runtime": 30, "gpus": 0},
-    "pca_study": {"mem_mb": 4000, "runtime": 120, "gpus": 1},
 }
 #: Sources of vectors (kind ``points``); every other source holds images.
 POINT_SOURCES = (*TOY_DATASETS, "arrays")
@@ -179,10 +180,10 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
         if "default" in spec and key not in config:
             config[key] = copy.deepcopy(spec["default"])
     config["resources"] = {rule: {**defaults, **config["resources"].get(rule, {})}
-                           for rule, defaults in DEFAULT_RESOURCES.items()}
+                           for rule, defaults in {**DEFAULT_RESOURCES, **study_resources()}.items()}
     check_unique_seeds(config["seeds"], "seeds")
     check_output_dirs(config)
-    check_study_sets(config)
+    check_studies(config)  # each study's own checks (sdfm.studies: STUDY.check)
     for name, entry in config["datasets"].items():
         check_data_options(f"datasets.{name}", entry["source"], entry.get("options", {}))
         merged = dataset_settings(config, name)
@@ -222,75 +223,7 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
                         f"config key 'datasets.{name}.evaluate.nfe': {nfe} is not a multiple of {stages}, "
                         f"the evaluations per step of solver '{solver}'; use multiples of {stages}"
                     )
-    _check_convergence_study(config)
-    if "adaptive_epsilon" in config.get("studies", {}) and "auto" not in config["methods"].get("sdfm", {}).get(
-            "epsilons", []):
-        raise ConfigError("config key 'studies.adaptive_epsilon' compares SD-FM at epsilon 'auto' with the fixed "
-                          "ones; add 'auto' to methods.sdfm.epsilons")
     return config
-
-
-def _check_convergence_study(config: dict) -> None:
-    """``studies.convergence``: a data set of the config, a centre on the grid, K windows within the steps."""
-    study = config.get("studies", {}).get("convergence")
-    if study is None:
-        return
-    from sdfm.studies.convergence import STUDY_DEFAULTS
-
-    key, study = "studies.convergence", {**STUDY_DEFAULTS, **study}
-    if study["dataset"] not in config["datasets"]:
-        raise ConfigError(f"config key '{key}.dataset': {study['dataset']!r} is not a data set of this config; "
-                          f"choose one of {', '.join(config['datasets'])}")
-    for name in ("first_eval", "fit_from"):
-        if study[name] > study["steps"]:
-            raise ConfigError(f"config key '{key}.{name}': {study[name]} exceeds {key}.steps = {study['steps']}; "
-                              f"lower it or raise steps")
-    for name, values in (("n_points", "n_points"), ("batch_size", "batch_sizes")):
-        centre = (study["centre"] or {}).get(name)
-        if centre is not None and centre not in study[values]:
-            raise ConfigError(f"config key '{key}.centre.{name}': {centre} is not in {key}.{values}; add it there")
-    entry = config["datasets"][study["dataset"]]
-    n_train = entry.get("options", {}).get("n_train", dataset_options(entry["source"]).get("n_train"))
-    largest = max(study["n_points"])
-    if isinstance(n_train, int) and largest > n_train:
-        raise ConfigError(f"config key '{key}.n_points': {largest} exceeds the {n_train} training points of "
-                          f"'{study['dataset']}' (datasets.{study['dataset']}.options.n_train); use smaller N")
-
-
-def data_dimension(source: str, options: dict) -> int | None:
-    """The flat dimension D of a data set, from its source and options alone (None if unknown before loading)."""
-    from sdfm.data.imagenet import IMAGENET_DATASETS
-
-    if source in TOY_DATASETS:
-        return 2
-    fixed = {"digits": 64, "animals": 784, "cifar10": 3072}
-    if source in fixed:
-        return fixed[source]
-    if source in IMAGENET_DATASETS:
-        return 3 * IMAGENET_DATASETS[source].resolution ** 2
-    if source == "image_folder":
-        return int(options.get("channels", 3)) * int(options.get("resolution", 64)) ** 2
-    return None
-
-
-def _check_pca(config: dict, name: str, merged: dict) -> None:
-    """``potential.pca_dim``: below the data dimension."""
-    potential = merged["potential"]
-    k = potential.get("pca_dim")
-    if k is None:
-        return
-    where = _where(config, name, "potential", "pca_dim")
-    dim = data_dimension(merged["source"], merged["options"])
-    if dim is not None and k >= dim:
-        raise ConfigError(f"config key '{where}': {k} is not below the dimension {dim} of data set '{name}'; "
-                          f"use a smaller k, or null for the full space")
-
-
-def _where(config: dict, name: str, stage: str, key: str) -> str:
-    """The config key a merged setting came from: the dataset's entry if it sets it, else the top level."""
-    if key in config["datasets"][name].get(stage, {}):
-        return f"datasets.{name}.{stage}.{key}"
-    return f"{stage}.{key}"
 
 
 def conditional_sdfm_supported() -> bool:
@@ -342,41 +275,6 @@ def _check_image_track(config: dict, name: str, merged: dict) -> None:
                 f"(sdfm.ot.fit_potential has no source-sampler hook); drop 'conditional' or method 'sdfm'"
             )
     _check_superres(config, name, merged)
-
-
-#: Image side of the data sets whose size is fixed (image_folder: its ``resolution`` option).
-_IMAGE_SIDES = {"digits": 8, "animals": 28, "cifar10": 32, "imagenet32": 32, "imagenet64": 64}
-
-
-def _check_superres(config: dict, name: str, merged: dict) -> None:
-    """``superres``: image sets and UNets only, not with ``conditional``, a factor dividing the side; psnr / ssim need it."""
-    superres, key = merged["superres"], f"datasets.{name}.superres"
-    metrics = merged["evaluate"]["metrics"]
-    if superres is None:
-        for metric in ("psnr", "ssim"):
-            if metric in metrics:
-                raise ConfigError(
-                    f"config key '{_where(config, name, 'evaluate', 'metrics')}': '{metric}' scores super-resolution "
-                    f"against the truth; add '{key}' or drop it"
-                )
-        return
-    if merged["kind"] != "images":
-        raise ConfigError(f"config key '{key}': '{name}' holds points; super-resolution needs an image set")
-    if merged["conditional"] is not None:
-        raise ConfigError(f"config key '{key}': 'conditional' and 'superres' exclude each other; keep one")
-    if merged["model"]["kind"] != "unet":
-        raise ConfigError(f"config key '{key}': the low-resolution condition enters a UNet; set model.kind 'unet'")
-    if merged["potential"].get("pca_dim") is not None:
-        raise ConfigError(f"config key '{key}': a PCA potential (potential.pca_dim) does not pair on the "
-                          f"low-resolution condition; drop one of them")
-    side = _IMAGE_SIDES.get(merged["source"])
-    if merged["source"] == "image_folder":
-        side = merged["options"].get("resolution", dataset_options("image_folder").get("resolution"))
-    if isinstance(side, int) and side % superres["factor"]:
-        raise ConfigError(
-            f"config key '{key}.factor': {superres['factor']} does not divide the {side}x{side} images of "
-            f"'{name}'; use a divisor of {side}"
-        )
 
 
 def dataset_settings(config: dict, name: str) -> dict:

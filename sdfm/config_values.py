@@ -26,8 +26,8 @@ from sdfm.data.options import OptionError
 from sdfm.data.registry import DATASETS, check_options
 from sdfm.errors import ConfigError
 
-__all__ = ["check_data_options", "check_finite", "check_output_dirs", "check_readable_file", "check_study_sets",
-           "check_unique_seeds", "integral_floats_to_int", "strict_integer_validator", "type_hint"]
+__all__ = ["check_data_options", "check_finite", "check_output_dirs", "check_readable_file", "check_unique_seeds",
+           "integral_floats_to_int", "strict_integer_validator", "type_hint"]
 
 #: The largest integer a float holds exactly; integral floats above it are refused.
 EXACT_FLOAT_INT = 2**53
@@ -144,23 +144,6 @@ def check_data_options(where: str, source: str, options: dict) -> dict:
         raise ConfigError(f"config key '{where}.options.{error.option}': {error}") from None
     except DataError as error:
         raise ConfigError(f"config key '{where}.options': {error}") from None
-
-
-def check_study_sets(config: dict) -> None:
-    """``studies.pca.sets``: each names a data set of the config or brings a source whose options pass its checks;
-    ``studies.convergence.seeds`` are distinct."""
-    studies = config.get("studies", {})
-    for name, entry in studies.get("pca", {}).get("sets", {}).items():
-        where = f"studies.pca.sets.{name}"
-        if "source" in entry:
-            check_data_options(where, entry["source"], entry.get("options", {}))
-        elif name not in config["datasets"]:
-            raise ConfigError(f"config key '{where}' names no data set of 'datasets' and has no 'source'; add one")
-        elif "options" in entry:
-            raise ConfigError(f"config key '{where}.options' applies only with a 'source'; the data set '{name}' of "
-                              f"'datasets' brings its own options: drop it or add a source")
-    if "seeds" in studies.get("convergence", {}):
-        check_unique_seeds(studies["convergence"]["seeds"], "studies.convergence.seeds")
 
 
 def check_readable_file(key: str, value, fix: str) -> None:

@@ -172,3 +172,73 @@ def test_every_cited_markdown_file_is_in_the_repository():
     citing = sorted({f"{p.relative_to(repo)}: {name}" for p in files
                      for name in re.findall(r"[\w.-]+\.md\b", p.read_text()) if name not in shipped})
     assert citing == []
+
+
+#: The size limits of ARCHITECTURE.md: a module over MODULE_LINES lines or a function over FUNCTION_LINES lines
+#: carries its reason beside it, a comment ``# Long (<size>): <reason>`` directly above the ``def`` (or its
+#: decorators), or ``# Long module (<size>): <reason>`` at the top level of the module.
+MODULE_LINES, FUNCTION_LINES = 400, 80
+_MARKER = re.compile(r"^\s*# Long( module)?\b[^:]*:\s*(.{20,})$")
+
+
+def _marker(lines: list[str], index: int) -> tuple[bool, bool]:
+    """``(function marker, module marker)`` in the comment block ending just above line ``index`` (0-based)."""
+    found = [False, False]
+    while index > 0 and lines[index - 1].lstrip().startswith("#"):
+        index -= 1
+        match = _MARKER.match(lines[index])
+        if match:
+            found[bool(match.group(1))] = True
+    return found[0], found[1]
+
+
+def size_problems(root: Path) -> list[str]:
+    """Every module or function over its limit without a reason, and every reason on one within its limit."""
+    problems = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        lines = text.splitlines()
+        name = path.relative_to(root.parent).as_posix()
+        module_marked = any(_MARKER.match(line) and _MARKER.match(line).group(1) for line in lines
+                            if not line.startswith((" ", "\t")))
+        if len(lines) > MODULE_LINES and not module_marked:
+            problems.append(f"{name}: {len(lines)} lines, no '# Long module (...): <reason>'")
+        elif module_marked and len(lines) <= MODULE_LINES:
+            problems.append(f"{name}: {len(lines)} lines, a stale '# Long module' reason")
+        for node in ast.walk(ast.parse(text, filename=str(path))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            size, (marked, _) = node.end_lineno - node.lineno + 1, _marker(lines, first - 1)
+            if size > FUNCTION_LINES and not marked:
+                problems.append(f"{name}:{node.lineno} {node.name}: {size} lines, no '# Long (...): <reason>' above it")
+            elif marked and size <= FUNCTION_LINES:
+                problems.append(f"{name}:{node.lineno} {node.name}: {size} lines, a stale '# Long' reason above it")
+    return problems
+
+
+def test_no_module_or_function_over_its_size_without_a_reason():
+    assert size_problems(ROOT) == []
+
+
+def test_the_size_check_finds_long_code_and_stale_reasons(tmp_path):
+    body = "".join(f"    x{i} = {i}\n" for i in range(FUNCTION_LINES))
+    long_module = "".join(f"y{i} = {i}\n" for i in range(MODULE_LINES))
+    root = _package(tmp_path, {
+        "__init__.py": "",
+        "a.py": f"def long():\n{body}\n\n# Long (81 lines): one table of constants, read as a whole\ndef ok():\n{body}",
+        "b.py": "class C:\n    @staticmethod\n    def long():\n" + body.replace("    ", "        "),
+        "c.py": f"# Long (2 lines): a reason for nothing at all here\ndef short():\n    pass\n",
+        "d.py": long_module + "z = 0\n",
+        "e.py": "# Long module (401 lines): one registry of constants, read as a whole\n" + long_module,
+        "f.py": "# Long module (2 lines): a reason for nothing at all here\n",
+        "g.py": f"# Long: too short\ndef long():\n{body}",
+    })
+    assert size_problems(root) == [
+        "sdfm/a.py:1 long: 81 lines, no '# Long (...): <reason>' above it",
+        "sdfm/b.py:3 long: 81 lines, no '# Long (...): <reason>' above it",
+        "sdfm/c.py:2 short: 2 lines, a stale '# Long' reason above it",
+        "sdfm/d.py: 401 lines, no '# Long module (...): <reason>'",
+        "sdfm/f.py: 1 lines, a stale '# Long module' reason",
+        "sdfm/g.py:2 long: 81 lines, no '# Long (...): <reason>' above it",
+    ]

@@ -124,8 +124,9 @@ def save_sample_array(samples: torch.Tensor, path: str | Path, labels: torch.Ten
     return path
 
 
-# Long (110 lines): the sampling loop over (solver, NFE, guidance) with its scores, sample files and MLflow
-# calls in one place; to be split into the sample grid and the scoring of one sample set (ARCHITECTURE.md).
+# Long (122 lines): the sampling loop over (solver, NFE, guidance) with its scores, sample files and MLflow
+# calls in one place; to be split into the sample grid and the scoring of one sample set (ARCHITECTURE.md,
+# "Not done yet").
 def evaluate_run(
     data_path: str | Path,
     model_path: str | Path,

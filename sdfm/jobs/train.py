@@ -23,8 +23,9 @@ from sdfm.tracking import job_run, run_key
 __all__ = ["train_job"]
 
 
-# Long (107 lines): conditioning, potential and model set-up of the three methods; the conditioning part goes
-# to sdfm.fm.problems when the next conditioning mode lands (ARCHITECTURE.md).
+# Long (140 lines): conditioning, potential and model set-up of the three methods; the conditioning part goes
+# to sdfm.fm.problems when the next conditioning mode lands. Left whole while another branch adds the OT-FM
+# plan options here (ARCHITECTURE.md, "Not done yet").
 def train_job(
     data_path: str | Path,
     dataset: str,

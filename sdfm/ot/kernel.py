@@ -42,10 +42,15 @@ reductions without writing the scores at all (``fused=`` forces either path).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from sdfm.ot.kernel_blocks import (ARGMAX_CHUNK, CACHE_ELEMS, CUDA_MEMORY_FRACTION, DEFAULT_BLOCK_ELEMS,  # noqa: F401
+                                   FUSED_MAX_DIM, MIN_BLOCK_ROWS, Reduction, Workspace, augment_keys, augment_queries,
+                                   block_elems_for, key_column, min_block_rows, row_argmax, row_blocks)
+from sdfm.ot.kernel_blocks import exp_rows as _exp_rows
+from sdfm.ot.kernel_draws import CDF_CHUNK, inverse_cdf_draw, sample_assignment, topk_total_variation  # noqa: F401
 
 __all__ = [
     "ARGMAX_CHUNK",
@@ -68,31 +73,6 @@ __all__ = [
     "topk_total_variation",
 ]
 
-#: Largest number of score entries held at once (2^26 float32 = 256 MiB).
-DEFAULT_BLOCK_ELEMS = 1 << 26
-#: Columns per chunk of :func:`row_argmax` (values-only max per chunk, index in one chunk; measured there).
-ARGMAX_CHUNK = 256
-#: Scores per sub-block of the eps > 0 row reductions on CPU (2^18 float32 = 1 MiB, within L2).
-CACHE_ELEMS = 1 << 18
-#: On CUDA, the share of the free device memory a score block may take.
-CUDA_MEMORY_FRACTION = 0.25
-#: Largest data dimension d for which CUDA reductions use the fused kernels by default: above
-#: it the matmul dominates and cuBLAS (the torch path) is the faster matmul. A first guess, to
-#: be set from ``benchmarks/bench_gpu.py`` (its kernel rows time both paths).
-FUSED_MAX_DIM = 256
-
-
-def block_elems_for(block_elems: int, device: torch.device | str, dtype: torch.dtype = torch.float32) -> int:
-    """Scores per block on ``device``: ``block_elems`` on CPU; on CUDA at least that, and up to
-    :data:`CUDA_MEMORY_FRACTION` of the free device memory (fewer, larger launches; below 2^31)."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return block_elems
-    free, _ = torch.cuda.mem_get_info(device)
-    by_memory = int(CUDA_MEMORY_FRACTION * free) * 8 // torch.finfo(dtype).bits
-    return max(block_elems, min(by_memory, (1 << 31) - 1))
-
-
 def _use_fused(fused: bool | None, queries: Tensor, keys: Tensor, combine, need_margin: bool) -> bool:
     """The fused kernels: when asked, else on CUDA for float32 at d <= FUSED_MAX_DIM (env SDFM_FUSED=0: never)."""
     if fused is not None:
@@ -106,129 +86,6 @@ def _use_fused(fused: bool | None, queries: Tensor, keys: Tensor, combine, need_
     from sdfm.ot.fused import fused_available
 
     return fused_available(queries.device)
-
-
-class Workspace:
-    """A score buffer reused across calls (one per solver, searcher or benchmark state).
-
-    :meth:`scores` returns a contiguous (rows, cols) view of one flat buffer, reallocated only
-    when it is too small or on another device / dtype. Reuse saves the page faults of a fresh
-    B x N block at every call (on CPU they cost as much as the matmul at small d); the buffer
-    never holds more than the largest block asked for, at most ``block_elems`` scores.
-    """
-
-    def __init__(self) -> None:
-        self._buffer: Tensor | None = None
-
-    def scores(self, rows: int, cols: int, like: Tensor) -> Tensor:
-        """An uninitialised (rows, cols) tensor with the device and dtype of ``like``."""
-        need = rows * cols
-        buf = self._buffer
-        if buf is None or buf.numel() < need or buf.device != like.device or buf.dtype != like.dtype:
-            self._buffer = buf = None  # free the old buffer before allocating its successor
-            self._buffer = buf = torch.empty(need, device=like.device, dtype=like.dtype)
-        return buf[:need].view(rows, cols)
-
-    def matmul(self, queries: Tensor, keys: Tensor) -> Tensor:
-        """``queries @ keys.T`` written into the buffer (a fresh tensor when autograd tracks the inputs)."""
-        if torch.is_grad_enabled() and (queries.requires_grad or keys.requires_grad):
-            return queries @ keys.T  # out= does not support autograd
-        return torch.matmul(queries, keys.T, out=self.scores(queries.shape[0], keys.shape[0], keys))
-
-    def release(self) -> None:
-        """Drop the buffer (the next call allocates again)."""
-        self._buffer = None
-
-
-def row_argmax(scores: Tensor, chunk: int = ARGMAX_CHUNK) -> tuple[Tensor, Tensor]:
-    """``scores.max(dim=1)`` (values, first index of the maximum), without its per-element index work.
-
-    The maximum of each chunk of ``chunk`` columns is a values-only reduction (several times
-    cheaper than max-with-index on CPU); the first chunk holding the row maximum is found on the
-    (rows, N / chunk) chunk maxima, and the index is located inside that chunk alone (a copy of
-    its ``chunk`` contiguous scores per row). Ties go to the lowest index, as with ``max(dim=1)``:
-    the first maximal chunk, then the first maximal column in it. Measured (1 CPU thread, process
-    time, vs ``max(dim=1)`` / values-only ``amax``): B x N = 256 x 1e4: 1.3 ms vs 3.1 / 0.45;
-    1024 x 1e4: 7.5 vs 10.8 / 5.5; 256 x 1e5: 13.0 vs 24.0 / 11.4; 64 x 1e6: 30.7 vs 66.7 / 28.6
-    (chunk 256; 2048 was 2x slower at N = 1e4, 128 no faster).
-    """
-    rows, n = scores.shape
-    if n <= chunk or scores.is_cuda:  # the chunking is a CPU tuning; one launch on a GPU
-        return scores.max(dim=1)
-    full = n // chunk * chunk
-    chunks = scores[:, :full].unflatten(1, (full // chunk, chunk))  # (rows, k, chunk), a view
-    maxima = chunks.amax(dim=2)
-    if full < n:  # the short tail chunk: its max-with-index directly (fewer than `chunk` columns)
-        tail_best, tail_index = scores[:, full:].max(dim=1)
-        maxima = torch.cat([maxima, tail_best[:, None]], dim=1)
-    best, which = maxima.max(dim=1)
-    inside = which.clamp(max=chunks.shape[1] - 1)
-    # one contiguous row of `chunk` scores per query (a copy of rows x chunk, not a gather)
-    index = inside * chunk + chunks[torch.arange(rows, device=scores.device), inside].argmax(dim=1)
-    if full < n:
-        index = torch.where(which == chunks.shape[1], full + tail_index, index)
-    return best, index
-
-
-@dataclass
-class Reduction:
-    """Row and column reductions of the score matrix for one batch of queries.
-
-    Attributes:
-        value: (B,) ``max_j s_ij`` at eps = 0, ``eps logsumexp_j s_ij / eps`` at eps > 0.
-        index: (B,) the argmax at eps = 0, ``None`` otherwise.
-        mass: (N,) float64 column sums of the coupling rows pi(x_i) (counts at eps = 0).
-        mass_sq: (N,) float64 column sums of pi(x_i)^2 (equal to ``mass`` at eps = 0).
-        margin: (B,) gap between the best and second best score at eps = 0, else ``None``.
-        mass_cube: (N,) float64 column sums of pi(x_i)^3 when asked for (``mass`` at eps = 0).
-    """
-
-    value: Tensor
-    index: Tensor | None
-    mass: Tensor | None
-    mass_sq: Tensor | None
-    margin: Tensor | None = None
-    mass_cube: Tensor | None = None
-
-
-def augment_queries(x: Tensor) -> Tensor:
-    """Return ``[x, 1]`` so that one matmul against :func:`augment_keys` adds the potential."""
-    return torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)
-
-
-def key_column(g: Tensor, dtype: torch.dtype, epsilon: float = 0.0, log_weights: Tensor | None = None) -> Tensor:
-    """The last column of :func:`augment_keys`: ``g + eps log b`` computed in ``dtype``."""
-    shift = g.to(dtype)
-    if epsilon > 0 and log_weights is not None:
-        shift = shift + epsilon * log_weights.to(dtype)
-    return shift
-
-
-def augment_keys(y: Tensor, g: Tensor, epsilon: float = 0.0, log_weights: Tensor | None = None) -> Tensor:
-    """Return the keys ``[y_j, g_j + eps log b_j]`` of the maximum inner product search."""
-    return torch.cat([y, key_column(g, y.dtype, epsilon, log_weights)[:, None]], dim=1)
-
-
-#: Most rows :func:`min_block_rows` asks a block to keep.
-MIN_BLOCK_ROWS = 128
-
-
-def min_block_rows(dim: int) -> int:
-    """Fewest query rows per block worth keeping for keys of dimension ``dim``: ``min(128, dim // 4)``.
-
-    Every row block reads all N keys; with few rows the matmul is bound by that read (measured,
-    1 CPU thread, N = 2e5, D = 785, 256 queries: blocks of 16 / 67 / 128 rows cost 2.5 / 1.38 /
-    1.00 x one matmul; 67 rows is what 2^26 scores leave at N = 1e6). The floor costs at most
-    ``N dim / 4`` scores of memory, a quarter of the keys themselves.
-    """
-    return max(1, min(MIN_BLOCK_ROWS, dim // 4))
-
-
-def row_blocks(n_rows: int, n_keys: int, block_elems: int = DEFAULT_BLOCK_ELEMS, min_rows: int = 1):
-    """Yield slices of ``max(1, min_rows, block_elems // n_keys)`` query rows (the last may be shorter)."""
-    step = max(1, min_rows, block_elems // max(1, n_keys))
-    for start in range(0, n_rows, step):
-        yield slice(start, min(start + step, n_rows))
 
 
 def reduce_scores(
@@ -286,43 +143,55 @@ def reduce_scores(
     for rows in row_blocks(queries.shape[0], plan_keys, block_elems, min_block_rows(keys.shape[1])):
         scores = workspace.matmul(queries[rows], keys)
         if epsilon == 0:
-            if combine is not None:
-                best, idx, margin = combine.argmax(scores, need_margin)
-                if margin is not None:
-                    margins.append(margin)
-            elif need_margin and n_keys > 1:
-                top = scores.topk(2, dim=1)
-                best, idx = top.values[:, 0], top.indices[:, 0]
-                margins.append(top.values[:, 0] - top.values[:, 1])
-            else:
-                best, idx = row_argmax(scores)
+            best, idx = _hard_rows(scores, combine, need_margin, margins)
             values.append(best)
             indices.append(idx)
             if need_mass:
                 own = idx if combine is None else combine.local_indices(idx)
                 mass += torch.bincount(own, minlength=n_keys).to(torch.float64)
         else:
-            # logsumexp by hand (torch's is several times slower on CPU); the column sums of
-            # pi = exp(s - max) / rowsum are GEMVs with 1 / rowsum, not a normalised copy.
-            row_max, row_sum = _exp_rows(scores)
-            unnormalised = scores
-            if combine is None:
-                values.append(epsilon * (row_max + row_sum.log()))
-            else:
-                total = combine.logsumexp(row_max + row_sum.log())
-                values.append(epsilon * total)
-            if need_mass:
-                inverse = row_sum.reciprocal() if combine is None else (row_max - total).exp()
-                mass += (inverse @ unnormalised).to(torch.float64)
-                if mass_cube is not None:
-                    squared = unnormalised.square()
-                    mass_sq += (inverse.square() @ squared).to(torch.float64)
-                    mass_cube += (inverse.pow(3) @ squared.mul_(unnormalised)).to(torch.float64)
-                elif mass_sq is not None:
-                    mass_sq += (inverse.square() @ unnormalised.square_()).to(torch.float64)
+            values.append(_soft_rows(scores, epsilon, combine, mass, mass_sq, mass_cube))
         del scores
     return _reduction(epsilon, torch.cat(values), torch.cat(indices) if epsilon == 0 else None, mass, mass_sq,
                       mass_cube, need_mass_cube, torch.cat(margins) if margins else None)
+
+
+def _hard_rows(scores: Tensor, combine, need_margin: bool, margins: list) -> tuple[Tensor, Tensor]:
+    """eps = 0: the row max and (global) argmax of one score block; its top-1 minus top-2 gaps go to ``margins``."""
+    if combine is not None:
+        best, idx, margin = combine.argmax(scores, need_margin)
+        if margin is not None:
+            margins.append(margin)
+        return best, idx
+    if need_margin and scores.shape[1] > 1:
+        top = scores.topk(2, dim=1)
+        margins.append(top.values[:, 0] - top.values[:, 1])
+        return top.values[:, 0], top.indices[:, 0]
+    return row_argmax(scores)
+
+
+def _soft_rows(scores: Tensor, epsilon: float, combine, mass, mass_sq, mass_cube) -> Tensor:
+    """eps > 0: ``eps * logsumexp`` of each row of one block of scores over eps (overwritten), and the block's
+    column sums of pi (and of pi^2, pi^3 where those sums are given) added to ``mass`` (``mass_sq``, ``mass_cube``)."""
+    # logsumexp by hand (torch's is several times slower on CPU); the column sums of
+    # pi = exp(s - max) / rowsum are GEMVs with 1 / rowsum, not a normalised copy.
+    row_max, row_sum = _exp_rows(scores)
+    unnormalised = scores
+    if combine is None:
+        value = epsilon * (row_max + row_sum.log())
+    else:
+        total = combine.logsumexp(row_max + row_sum.log())
+        value = epsilon * total
+    if mass is not None:
+        inverse = row_sum.reciprocal() if combine is None else (row_max - total).exp()
+        mass += (inverse @ unnormalised).to(torch.float64)
+        if mass_cube is not None:
+            squared = unnormalised.square()
+            mass_sq += (inverse.square() @ squared).to(torch.float64)
+            mass_cube += (inverse.pow(3) @ squared.mul_(unnormalised)).to(torch.float64)
+        elif mass_sq is not None:
+            mass_sq += (inverse.square() @ unnormalised.square_()).to(torch.float64)
+    return value
 
 
 def _reduction(epsilon, value, index, mass, mass_sq, mass_cube, need_mass_cube, margin=None) -> Reduction:
@@ -346,161 +215,3 @@ def _fused_reduction(queries: Tensor, keys: Tensor, epsilon: float, mass, mass_s
             if total is not None:
                 total += row.to(torch.float64)
     return _reduction(epsilon, value, index, mass, mass_sq, mass_cube, need_mass_cube)
-
-
-def _exp_rows(scores: Tensor, sub_elems: int = CACHE_ELEMS) -> tuple[Tensor, Tensor]:
-    """In place ``s_ij <- exp(max(s_ij - m_i, -40))``; returns the row maxima m and row sums.
-
-    Row sub-blocks of about ``sub_elems`` scores go through max, subtract, clamp, exp and sum
-    while they sit in cache (one trip through memory instead of five). exp of inputs below
-    about -87 takes a slow subnormal path on CPU (up to 1000x); terms below e^-40 change a row
-    sum by at most N * 4e-18 relative, so they are clamped first.
-    """
-    rows, n = scores.shape
-    if scores.is_cuda:  # one pass per op over the whole block; no subnormal slow path to avoid
-        row_max = scores.amax(dim=1, keepdim=True)
-        row_sum = scores.sub_(row_max).exp_().sum(dim=1)
-        return row_max.squeeze(1), row_sum
-    step = max(1, sub_elems // max(1, n))
-    if step >= rows:
-        row_max = scores.amax(dim=1, keepdim=True)
-        row_sum = scores.sub_(row_max).clamp_(min=-40.0).exp_().sum(dim=1)
-        return row_max.squeeze(1), row_sum
-    row_max = scores.new_empty(rows)
-    row_sum = scores.new_empty(rows)
-    for start in range(0, rows, step):
-        part = scores[start:start + step]
-        top = part.amax(dim=1, keepdim=True)
-        torch.sum(part.sub_(top).clamp_(min=-40.0).exp_(), dim=1, out=row_sum[start:start + step])
-        row_max[start:start + step] = top.squeeze(1)
-    return row_max, row_sum
-
-
-def sample_assignment(
-    queries: Tensor,
-    keys: Tensor,
-    epsilon: float,
-    *,
-    generator: torch.Generator | None = None,
-    top_k: int | None = None,
-    block_elems: int = DEFAULT_BLOCK_ELEMS,
-    workspace: Workspace | None = None,
-) -> Tensor:
-    """Draw ``j ~ pi(x_i)`` for each query; the argmax when eps = 0.
-
-    At eps > 0 the draw is exact over all N by inverting the row's cumulative distribution:
-    with ``w_ij = exp((s_ij - max_j s_ij) / eps)`` and one uniform ``u_i``, ``j`` is the first
-    index whose cumulative weight exceeds ``u_i sum_j w_ij`` (float64 cumulative sums). This
-    costs one exponential per score, against three transcendental functions for Gumbel-max.
-    With ``top_k`` the draw is restricted to the k best scores of each row (a categorical over
-    the renormalised top-k softmax), the approximation of OTT's dataloader. ``workspace``: as
-    in :func:`reduce_scores`.
-    """
-    n_keys = keys.shape[0]
-    if epsilon > 0:
-        queries = queries / epsilon
-    workspace = workspace if workspace is not None else Workspace()
-    block_elems = block_elems_for(block_elems, keys.device, keys.dtype)
-    chosen = []
-    for rows in row_blocks(queries.shape[0], n_keys, block_elems, min_block_rows(keys.shape[1])):
-        scores = workspace.matmul(queries[rows], keys)
-        if epsilon == 0:
-            chosen.append(row_argmax(scores)[1])  # first maximum, like argmax
-        elif top_k is not None and top_k < n_keys:
-            best = scores.topk(top_k, dim=1)
-            probs = torch.softmax(best.values, dim=1)
-            pick = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-            chosen.append(best.indices.gather(1, pick[:, None]).squeeze(1))
-        else:
-            _exp_rows(scores)
-            weights = scores
-            u = torch.rand(weights.shape[0], 1, generator=generator, device=weights.device, dtype=torch.float64)
-            chosen.append(inverse_cdf_draw(weights, u))
-    return torch.cat(chosen)
-
-
-def topk_total_variation(
-    queries: Tensor,
-    keys: Tensor,
-    epsilon: float,
-    ks,
-    *,
-    block_elems: int = DEFAULT_BLOCK_ELEMS,
-) -> Tensor:
-    """Per query, the total variation between the top-k draw and the exact draw of :func:`sample_assignment`.
-
-    With ``p_i = softmax_j(s_ij / eps)`` (the keys carry ``eps log b``) and ``T_k`` the k largest
-    entries of ``p_i``, the top-k draw follows ``q_i = p_i 1[T_k] / P_ik`` with
-    ``P_ik = sum_(j in T_k) p_ij``, so
-
-        TV(q_i, p_i) = 1/2 sum_j |q_ij - p_ij| = 1/2 [P_ik (1 / P_ik - 1) + (1 - P_ik)] = 1 - P_ik,
-
-    the softmax mass outside the k best scores: computed as (sum of the other terms) / (row sum),
-    in float64 (a float64 copy of each score block: twice the memory of :func:`reduce_scores`),
-    without cancellation. 0 when ``k >= N``.
-
-    Args:
-        queries: (B, d + 1) augmented queries ``[x, 1]``.
-        keys: (N, d + 1) augmented keys ``[y, g + eps log b]``.
-        epsilon: the regularisation, > 0.
-        ks: the values of k.
-        block_elems: largest number of scores held at once.
-
-    Returns:
-        (B, len(ks)) float64.
-    """
-    if epsilon <= 0:
-        raise ValueError(f"the top-k draw differs from the exact one only at eps > 0, got {epsilon}")
-    ks = [int(k) for k in ks]
-    n_keys = keys.shape[0]
-    k_max = min(max(ks), n_keys)
-    out = []
-    for rows in row_blocks(queries.shape[0], n_keys, block_elems):
-        scores = (queries[rows] / epsilon) @ keys.T
-        best = scores.topk(k_max, dim=1)  # sorted, largest first
-        top = (best.values - best.values[:, :1]).to(torch.float64).exp_()
-        weights = (scores - best.values[:, :1]).to(torch.float64).exp_().scatter_(1, best.indices, 0.0)
-        rest = weights.sum(dim=1)  # the terms beyond the k_max best, summed directly (no cancellation)
-        total = rest + top.sum(dim=1)
-        top_tail = top.flip(1).cumsum(dim=1).flip(1)  # top_tail[:, m] = sum of top[:, m:]
-        tv = []
-        for k in ks:
-            if k >= n_keys:
-                tv.append(torch.zeros_like(rest))
-            else:
-                tv.append((rest + (top_tail[:, k] if k < k_max else 0.0)) / total)
-        out.append(torch.stack(tv, dim=1))
-        del scores, weights
-    return torch.cat(out)
-
-
-#: Columns per chunk of the two-level search in :func:`inverse_cdf_draw`.
-CDF_CHUNK = 64
-
-
-def inverse_cdf_draw(weights: Tensor, u: Tensor) -> Tensor:
-    """Per row i, the first j with ``W_ij >= u_i W_in``, where ``W_ij = sum_{k <= j} w_ik``.
-
-    That is a draw from ``w_i / sum_j w_ij`` for ``u_i ~ U[0, 1)``. The search is two-level, so
-    no cumulative sum over all N columns is formed: float64 cumulative sums of the sums of
-    chunks of :data:`CDF_CHUNK` columns locate the chunk, then a cumulative sum within that one
-    chunk locates the column (about 4x cheaper than a full float64 ``cumsum`` on CPU).
-
-    Args:
-        weights: (R, N) non-negative weights, each row with a positive sum.
-        u: (R, 1) float64 uniforms in [0, 1).
-    """
-    n_rows, n = weights.shape
-    full = n // CDF_CHUNK * CDF_CHUNK
-    sums = [weights[:, :full].view(n_rows, full // CDF_CHUNK, CDF_CHUNK).sum(dim=2)] if full else []
-    if full < n:
-        sums.append(weights[:, full:].sum(dim=1, keepdim=True))
-    chunk_cdf = torch.cat(sums, dim=1).cumsum(dim=1, dtype=torch.float64)
-    target = u * chunk_cdf[:, -1:]
-    chunk = torch.searchsorted(chunk_cdf, target).clamp_(max=chunk_cdf.shape[1] - 1)
-    before = torch.where(chunk > 0, chunk_cdf.gather(1, (chunk - 1).clamp(min=0)), 0.0)
-    columns = chunk * CDF_CHUNK + torch.arange(CDF_CHUNK, device=weights.device)
-    inside = columns < n
-    local = weights.gather(1, columns.clamp(max=n - 1)).masked_fill_(~inside, 0.0)
-    position = torch.searchsorted(local.cumsum(dim=1, dtype=torch.float64), target - before)
-    return (chunk.squeeze(1) * CDF_CHUNK + position.squeeze(1).clamp_(max=CDF_CHUNK - 1)).clamp_(max=n - 1)

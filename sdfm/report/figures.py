@@ -1,15 +1,14 @@
 """Paper figures: one style for every plot, PNG (README, report) and PDF (papers) side by side.
 
-Colours name the method (FM grey, OT-FM blue, SD-FM red) and markers repeat it for grey-scale
-print; the line style names the relative epsilon (solid for 0, then dashed, dotted, dash-dot).
 Every function takes tidy inputs (tables, loaded models, image files), draws one figure and
-returns the paths it wrote (``<out_dir>/<stem>.png`` and ``.pdf``).
+returns the paths it wrote (``<out_dir>/<stem>.png`` and ``.pdf``). Here: the metric figures
+(vs NFE, vs epsilon, vs the guidance scale, the chi^2 curves); the style and its helpers are in
+:mod:`sdfm.report.style`, the figures of runs (cost, trajectories, sample grids) in
+:mod:`sdfm.report.run_figures`; both are re-exported, so ``sdfm.report.figures`` names them all.
 """
 
 from __future__ import annotations
 
-import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +19,12 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sdfm.io import atomic_path  # noqa: E402
+from sdfm.report.run_figures import plot_cost, plot_sample_grids, plot_trajectories  # noqa: E402
+from sdfm.report.style import (HIGHER_IS_BETTER, LINESTYLES, METHOD_COLORS, METHOD_MARKERS,  # noqa: E402, F401
+                               METHOD_NAMES, METHOD_ORDER, METHOD_SHORT, STAGE_COLORS, STAGE_HATCHES, STAGE_NAMES,
+                               STYLE, _direction, _legend_below, _line_style, _metric_label, _readable_log_ticks,
+                               _solver_name, _style, _value_scale, _variant_lines, choose_nfes, higher_is_better,
+                               placeholder, save_figure, short_label, variant_key, variant_label)
 
 __all__ = [
     "METHOD_COLORS", "METHOD_NAMES", "STAGE_COLORS", "STYLE", "choose_nfes", "placeholder", "plot_chi2_curves",
@@ -28,146 +32,18 @@ __all__ = [
     "save_figure", "short_label", "variant_label", "higher_is_better", "plot_guidance",
 ]
 
-METHOD_COLORS = {"fm": "#4d4d4d", "otfm": "#1f77b4", "sdfm": "#d62728"}
-METHOD_MARKERS = {"fm": "s", "otfm": "o", "sdfm": "^"}
-METHOD_NAMES = {"fm": "FM (independent)", "otfm": "OT-FM (batch OT)", "sdfm": "SD-FM (semidiscrete)"}
-METHOD_SHORT = {"fm": "FM", "otfm": "OT-FM", "sdfm": "SD-FM"}
-METHOD_ORDER = {"fm": 0, "otfm": 1, "sdfm": 2}
-#: Metrics (plain, or ``<name>_<dataset>``) where higher is better; every other metric is lower-is-better.
-HIGHER_IS_BETTER = ("precision", "recall", "psnr", "ssim")
 
-
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of ``metric`` (e.g. ``precision``, ``recall_digits``) is better."""
-    return any(metric == name or metric.startswith(name + "_") for name in HIGHER_IS_BETTER)
-
-
-def _direction(metrics) -> str:
-    """The figure title's reading hint: lower is better, unless some panel is marked higher-is-better."""
-    if len(metrics) and all(higher_is_better(m) for m in metrics):  # e.g. psnr and ssim alone
-        return "higher is better"
-    if any(higher_is_better(m) for m in metrics):
-        return "lower is better, except ↑: higher is better"
-    return "lower is better"
-
-
-def _metric_label(metric: str, metric_name) -> str:
-    """Axis label: the metric's name, with an up arrow when higher is better (long ones on two lines)."""
-    if not higher_is_better(metric):
-        return metric_name(metric)
-    label = f"{metric_name(metric)} ↑"
-    return label.replace(" in the ", "\nin the ", 1) if len(label) > 28 else label
-LINESTYLES = ["-", "--", ":", "-."]
-#: Stage colours of the cost figure (ColorBrewer Dark2), with hatches for grey-scale print.
-STAGE_COLORS = {"potential": "#7570b3", "train": "#1b9e77", "evaluate": "#d95f02"}
-STAGE_HATCHES = {"potential": "//", "train": "", "evaluate": ".."}
-STAGE_NAMES = {"potential": "potential fit", "train": "training", "evaluate": "evaluation"}
-
-#: rcParams of every figure: print sizes (9-10 pt at the saved width), light grid, no top/right spines.
-STYLE = {
-    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
-    "legend.fontsize": 8, "figure.titlesize": 11, "axes.spines.top": False, "axes.spines.right": False,
-    "axes.grid": True, "grid.alpha": 0.3, "lines.linewidth": 1.6, "lines.markersize": 4.5,
-    "savefig.dpi": 200, "pdf.fonttype": 42, "ps.fonttype": 42,
-}
-
-
-@contextmanager
-def _style():
-    with plt.rc_context(STYLE):
-        yield
-
-
-def variant_label(method: str, epsilon: float, auto: bool = False) -> str:
-    """Legend / row label of a method at a relative epsilon (FM has none); ``eps=auto (0.0191)`` when chosen."""
-    name = METHOD_NAMES.get(method, method)
-    return name if method == "fm" else f"{name}, eps=" + (f"auto ({epsilon:.3g})" if auto else f"{epsilon:g}")
-
-
-def short_label(method: str, epsilon: float, auto: bool = False) -> str:
-    """Compact label for panel titles and grid rows: ``FM``, ``SD-FM ε=0.1``, ``SD-FM ε=auto (0.019)``."""
-    name = METHOD_SHORT.get(method, method)
-    return name if method == "fm" else f"{name} ε=" + (f"auto ({epsilon:.2g})" if auto else f"{epsilon:g}")
-
-
-def variant_key(variant: tuple[str, float]) -> tuple:
-    """Sort key of (method, epsilon): FM, OT-FM, SD-FM, each by increasing epsilon."""
-    return METHOD_ORDER.get(variant[0], 9), variant[0], float(variant[1])
-
-
-def _line_style(method: str, epsilon: float, epsilons: list[float]) -> dict:
-    rank = sorted(set(epsilons)).index(epsilon) if epsilon in epsilons else 0
-    return {"color": METHOD_COLORS.get(method, "black"), "marker": METHOD_MARKERS.get(method, "o"),
-            "linestyle": LINESTYLES[rank % len(LINESTYLES)]}
-
-
-def _solver_name(solver: str) -> str:
-    return {"euler": "Euler", "midpoint": "midpoint", "heun": "Heun", "rk4": "RK4"}.get(solver, solver)
-
-
-def save_figure(fig, stem: str | Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` atomically and close the figure."""
-    stem = Path(stem)
-    paths = []
-    for suffix in (".png", ".pdf"):
-        path = stem.with_suffix(suffix)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=suffix[1:], bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
-    return paths
-
-
-def placeholder(stem: str | Path, title: str, reason: str) -> list[Path]:
-    """A figure that says why there is nothing to draw (a declared output must still exist)."""
-    with _style():
-        fig, ax = plt.subplots(figsize=(5, 1.6))
-        ax.axis("off")
-        ax.set_title(title)
-        ax.text(0.5, 0.4, reason, ha="center", va="center", wrap=True, transform=ax.transAxes)
-        return save_figure(fig, stem)
-
-
-def choose_nfes(available, k: int = 3) -> list[int]:
-    """At most ``k`` NFE values spread evenly on a log scale: e.g. 1, 4, 16 out of 1, 2, 4, 8, 16."""
-    values = sorted({int(v) for v in available})
-    if len(values) <= k:
-        return values
-    logs = np.log(values)
-    targets = np.linspace(logs[0], logs[-1], k)
-    picked = []
-    for target in targets:
-        left = [v for v in values if v not in picked]
-        picked.append(min(left, key=lambda v: abs(math.log(v) - target)))
-    return sorted(picked)
-
-
-def _value_scale(ax, values, decades: float = 10.0) -> None:
-    """Log y when the (positive) values span more than a factor ``decades``; linear otherwise."""
-    values = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
-    if len(values) and (values > 0).all() and values.max() / values.min() > decades:
-        ax.set_yscale("log")
-
-
-def _readable_log_ticks(ax) -> None:
-    """On a log y axis spanning less than ~1.5 decades, label 1-2-5 (or every digit) as plain numbers."""
-    if ax.get_yscale() != "log":
-        return
-    lo, hi = ax.get_ylim()
-    if lo <= 0 or hi / lo >= 30:
-        return
-    subs = (1.0, 2.0, 5.0) if hi / lo >= 3 else (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)
-    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-
-
-def _legend_below(fig, handles, labels) -> None:
-    """A legend of at most five columns centred under the panels, then a layout that leaves room for it."""
-    rows = math.ceil(len(labels) / 5)
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False,
-               bbox_to_anchor=(0.5, 0.0), handlelength=2.6, columnspacing=1.4)
-    fig.tight_layout(rect=(0, (0.3 * rows + 0.08) / fig.get_figheight(), 1, 1))
+def _variant_panels(stats: pd.DataFrame, metrics: list[str], x: str):
+    """One panel per metric side by side, each with a line per (method, epsilon) of ``stats`` against column
+    ``x`` (:func:`_variant_lines`); returns the figure and ``(ax, metric, rows of that metric)`` per panel."""
+    epsilons = sorted(stats.epsilon.unique())
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
+    panels = []
+    for ax, metric in zip(axes[0], metrics):
+        rows = stats[stats.metric == metric]
+        _variant_lines(ax, rows, x, epsilons)
+        panels.append((ax, metric, rows))
+    return fig, panels
 
 
 def plot_metric_vs_nfe(stats: pd.DataFrame, dataset: str, out_dir: str | Path, solver: str = "euler",
@@ -179,19 +55,9 @@ def plot_metric_vs_nfe(stats: pd.DataFrame, dataset: str, out_dir: str | Path, s
             metric, mean, std.
     """
     metrics = sorted(stats.metric.unique())
-    epsilons = sorted(stats.epsilon.unique())
     with _style():
-        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
-        for ax, metric in zip(axes[0], metrics):
-            sub = stats[stats.metric == metric]
-            groups = sorted(sub.groupby(["method", "epsilon"]), key=lambda kv: variant_key(kv[0]))
-            for (method, epsilon), group in groups:
-                group = group.sort_values("nfe")
-                style = _line_style(method, epsilon, epsilons)
-                ax.plot(group.nfe, group["mean"], label=short_label(method, epsilon), **style)
-                std = group["std"].fillna(0)
-                ax.fill_between(group.nfe, group["mean"] - std, group["mean"] + std, color=style["color"],
-                                alpha=0.12, lw=0)
+        fig, panels = _variant_panels(stats, metrics, "nfe")
+        for ax, metric, sub in panels:
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(sub.nfe.unique())))
             ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
@@ -206,7 +72,7 @@ def plot_metric_vs_nfe(stats: pd.DataFrame, dataset: str, out_dir: str | Path, s
             ax.set_xlabel(f"NFE ({_solver_name(solver)})")
             ax.set_ylabel(_metric_label(metric, metric_name))
             _readable_log_ticks(ax)
-        handles, labels = axes[0][0].get_legend_handles_labels()
+        handles, labels = panels[0][0].get_legend_handles_labels()
         fig.suptitle(f"{dataset}: sample quality vs NFE (mean ± std over seeds; {_direction(metrics)})")
         _legend_below(fig, handles, labels)
         return save_figure(fig, Path(out_dir) / f"{dataset}_metrics_vs_nfe")
@@ -310,19 +176,10 @@ def plot_guidance(stats: pd.DataFrame, dataset: str, out_dir: str | Path, nfe: i
             more than a factor 10; precision and recall (higher is better) a linear one.
     """
     metrics = sorted(stats.metric.unique(), key=lambda m: (higher_is_better(m), m))
-    epsilons = sorted(stats.epsilon.unique())
     scales = sorted(stats.guidance.unique())
     with _style():
-        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
-        for ax, metric in zip(axes[0], metrics):
-            sub = stats[stats.metric == metric]
-            for (method, epsilon), group in sorted(sub.groupby(["method", "epsilon"]), key=lambda kv: variant_key(kv[0])):
-                group = group.sort_values("guidance")
-                style = _line_style(method, epsilon, epsilons)
-                ax.plot(group.guidance, group["mean"], label=short_label(method, epsilon), **style)
-                std = group["std"].fillna(0)
-                ax.fill_between(group.guidance, group["mean"] - std, group["mean"] + std, color=style["color"],
-                                alpha=0.12, lw=0)
+        fig, panels = _variant_panels(stats, metrics, "guidance")
+        for ax, metric, sub in panels:
             if 1.0 in scales:
                 ax.axvline(1.0, color="grey", ls=":", lw=1.0)
             if not higher_is_better(metric):
@@ -331,136 +188,8 @@ def plot_guidance(stats: pd.DataFrame, dataset: str, out_dir: str | Path, nfe: i
             ax.set_xticks(scales, [f"{w:g}" for w in scales])
             ax.set_xlabel("guidance scale w (1: no guidance)")
             ax.set_ylabel(_metric_label(metric, metric_name))
-        handles, labels = axes[0][0].get_legend_handles_labels()
+        handles, labels = panels[0][0].get_legend_handles_labels()
         fig.suptitle(f"{dataset}: classifier-free guidance at {_solver_name(solver)} NFE {int(nfe)} "
                      f"(mean ± std over seeds; {_direction(metrics)})")
         _legend_below(fig, handles, labels)
         return save_figure(fig, Path(out_dir) / f"{dataset}_guidance")
-
-
-def plot_cost(costs: pd.DataFrame, pairing: pd.DataFrame, dataset: str, out_dir: str | Path) -> list[Path]:
-    """Wall seconds per stage (stacked, totals over seeds) and the pairing share of a training step.
-
-    Args:
-        costs: one row per variant (method, epsilon) with columns ``potential``, ``train``,
-            ``evaluate`` (seconds; a potential is charged once to the SD-FM variant that uses it).
-        pairing: one row per variant with ``share_mean``, ``share_std`` (fractions of a step).
-    """
-    variants = sorted({(m, e) for m, e in zip(costs.method, costs.epsilon)}
-                      | {(m, e) for m, e in zip(pairing.method, pairing.epsilon)}, key=variant_key)
-    labels = [short_label(m, e) for m, e in variants]
-    y = np.arange(len(variants))[::-1]
-    with _style():
-        fig, (left, right) = plt.subplots(1, 2, figsize=(8.6, 0.45 * len(variants) + 1.5),
-                                          gridspec_kw={"width_ratios": [1.4, 1]})
-        indexed = costs.set_index(["method", "epsilon"]) if len(costs) else None
-        start = np.zeros(len(variants))
-        totals = np.zeros(len(variants))
-        for stage in STAGE_COLORS:
-            widths = np.array([float(indexed.at[v, stage]) if indexed is not None and v in indexed.index
-                               and np.isfinite(indexed.at[v, stage]) else 0.0 for v in variants])
-            left.barh(y, widths, left=start, color=STAGE_COLORS[stage], hatch=STAGE_HATCHES[stage],
-                      edgecolor="white", lw=0.5, label=STAGE_NAMES[stage], height=0.7)
-            start += widths
-            totals += widths
-        for yi, total in zip(y, totals):
-            left.text(total, yi, f" {total:.0f} s", va="center", fontsize=7)
-        left.set_xlim(0, max(totals.max(), 1e-9) * 1.18)
-        left.set_yticks(y, labels)
-        left.set_xlabel("wall seconds (total over seeds)")
-        left.set_title("where the time goes")
-        left.grid(axis="y", alpha=0)
-        left.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
-        share = pairing.set_index(["method", "epsilon"]) if len(pairing) else None
-        for yi, v in zip(y, variants):
-            if share is None or v not in share.index:
-                continue
-            mean, std = 100 * float(share.at[v, "share_mean"]), 100 * float(np.nan_to_num(share.at[v, "share_std"]))
-            right.barh(yi, mean, xerr=std, color=METHOD_COLORS.get(v[0]), alpha=0.85, height=0.7, capsize=2)
-            right.text(mean + std, yi, f" {mean:.0f}%", va="center", fontsize=7)
-        right.set_xlim(0, 100)
-        right.set_yticks(y, [""] * len(y))
-        right.set_xlabel("pairing time / training step (%)")
-        right.set_title("pairing share of a step")
-        right.grid(axis="y", alpha=0)
-        fig.suptitle(f"{dataset}: compute cost")
-        fig.tight_layout()
-        return save_figure(fig, Path(out_dir) / f"{dataset}_cost")
-
-
-def plot_trajectories(panels: list[dict], data: np.ndarray | None, dataset: str, out_dir: str | Path,
-                      nfe: int) -> list[Path]:
-    """ODE paths from noise (t=0) to samples (t=1) per method, on top of the target data.
-
-    Args:
-        panels: ``{"method", "epsilon", "paths": (T+1, B, 2) array, "curvature": float}`` per model,
-            all solved from the same noise.
-        data: (N, 2) target points drawn in light grey (or None).
-    """
-    n = len(panels)
-    ncols = n if n <= 5 else math.ceil(n / 2)
-    nrows = math.ceil(n / ncols)
-    every = np.concatenate([p["paths"].reshape(-1, 2) for p in panels] + ([data] if data is not None else []))
-    center = (every.min(axis=0) + every.max(axis=0)) / 2
-    half = 0.53 * float((every.max(axis=0) - every.min(axis=0)).max())  # square panels, 6% margin
-    with _style():
-        fig, axes = plt.subplots(nrows, ncols, figsize=(2.7 * ncols, 3.1 * nrows), squeeze=False, layout="constrained")
-        for ax in axes.flat[n:]:
-            ax.axis("off")
-        for ax, panel in zip(axes.flat, sorted(panels, key=lambda p: variant_key((p["method"], p["epsilon"])))):
-            color = METHOD_COLORS.get(panel["method"], "black")
-            if data is not None:
-                ax.scatter(data[:, 0], data[:, 1], s=1.5, color="#c8c8c8", lw=0, rasterized=True)
-            paths = panel["paths"]
-            for b in range(paths.shape[1]):
-                ax.plot(paths[:, b, 0], paths[:, b, 1], color=color, lw=0.9, alpha=0.8)
-            ax.scatter(paths[0, :, 0], paths[0, :, 1], s=9, facecolor="white", edgecolor="black", lw=0.7, zorder=3)
-            ax.scatter(paths[-1, :, 0], paths[-1, :, 1], s=11, color=color, edgecolor="black", lw=0.3, zorder=4)
-            ax.set_title(f"{short_label(panel['method'], panel['epsilon'])}\ncurvature {panel['curvature']:.3f}")
-            ax.set_xlim(center[0] - half, center[0] + half)
-            ax.set_ylim(center[1] - half, center[1] + half)
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-            for side in ("top", "right"):
-                ax.spines[side].set_visible(True)
-        fig.suptitle(f"{dataset}: Euler paths (NFE {nfe}) from noise (○) to samples (●); held-out data in grey")
-        return save_figure(fig, Path(out_dir) / f"{dataset}_trajectories")
-
-
-def plot_sample_grids(grids: dict[tuple[str, float], dict[str, Path]], columns: list[str], dataset: str,
-                      out_dir: str | Path) -> list[Path]:
-    """Compose sample-grid PNGs: a row per method / epsilon, a column per solver and NFE.
-
-    Args:
-        grids: ``{(method, epsilon): {column label: png path}}``.
-        columns: the column labels in order, e.g. ``["Euler 1", "Euler 4", "dopri5 (NFE 146)"]``.
-    """
-    from PIL import Image
-
-    variants = sorted(grids, key=variant_key)
-    with _style():
-        fig, axes = plt.subplots(len(variants), len(columns), figsize=(1.9 * len(columns) + 0.6, 1.95 * len(variants)),
-                                 squeeze=False, layout="constrained")
-        for r, variant in enumerate(variants):
-            for c, column in enumerate(columns):
-                ax = axes[r][c]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.grid(False)
-                for spine in ax.spines.values():
-                    spine.set_visible(False)
-                path = grids[variant].get(column)
-                if path is not None:
-                    with Image.open(path) as image:
-                        ax.imshow(np.asarray(image.convert("RGB")), interpolation="nearest")
-                else:
-                    ax.text(0.5, 0.5, "no grid", ha="center", va="center", transform=ax.transAxes, color="grey")
-                if r == 0:
-                    ax.set_title(column)
-                if c == 0:
-                    ax.set_ylabel(short_label(*variant).replace(" ", "\n", 1), color=METHOD_COLORS.get(variant[0]),
-                                  fontsize=9)
-        fig.suptitle(f"{dataset}: samples (first seed, same noise for every method)")
-        return save_figure(fig, Path(out_dir) / f"{dataset}_samples")

@@ -78,18 +78,14 @@ def _shrink_epsilons(methods: dict) -> dict:
 
 
 def _shrink_studies(studies: dict) -> dict:
+    """Each study's entry at toy scale, as its module says (``STUDY.shrink``, :mod:`sdfm.studies`); kept without one."""
+    from sdfm.studies import registry
+
     out = copy.deepcopy(studies)
-    if "convergence" in out:
-        study = out["convergence"]
-        study.update(n_points=[200, 400], batch_sizes=[32, 64], steps=64, first_eval=16, eval_points=3,
-                     eval_batch=1024, seeds=[0, 1], fit_from=16, reference_batch=256)
-        if study.get("centre") is not None:
-            study["centre"] = {"n_points": 400, "batch_size": 64}
-    if "pca" in out:
-        study = out["pca"]
-        for entry in study["sets"].values():
-            entry["dims"] = sorted(entry["dims"])[:2]
-        study.update(steps=50, batch_size=64, pairing_batch=64, repeats=2, chi2_samples=1024, quality_samples=512)
+    for name, entry in out.items():
+        study = registry().get(name)
+        if study is not None and study.shrink is not None:
+            out[name] = study.shrink(entry)
     return out
 
 

@@ -22,11 +22,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sdfm.artifacts import auto_epsilons, read_metrics  # noqa: E402
+from sdfm.errors import ConfigError  # noqa: E402
 from sdfm.io import atomic_write_text  # noqa: E402
 from sdfm.report.document import metric_name, summarise  # noqa: E402
 from sdfm.report.figures import _style, higher_is_better, save_figure  # noqa: E402
+from sdfm.studies import Study  # noqa: E402
 
-__all__ = ["auto_vs_fixed", "adaptive_epsilon_study"]
+__all__ = ["STUDY", "auto_vs_fixed", "adaptive_epsilon_study"]
 
 
 def auto_vs_fixed(table: pd.DataFrame, auto: dict[str, float], solver: str = "euler") -> pd.DataFrame:
@@ -147,3 +149,29 @@ def adaptive_epsilon_study(metrics_csv: str | Path, summaries: list[str | Path],
     link = Path(figure).resolve().relative_to(Path(reports_dir).resolve()).as_posix()
     atomic_write_text(section, _section(comparison, by_dataset, link) + "\n")
     return comparison
+
+
+def check_config(config: dict, study: dict) -> None:
+    """``studies.adaptive_epsilon`` needs SD-FM at epsilon ``auto``."""
+    if "auto" not in config["methods"].get("sdfm", {}).get("epsilons", []):
+        raise ConfigError("config key 'studies.adaptive_epsilon' compares SD-FM at epsilon 'auto' with the fixed "
+                          "ones; add 'auto' to methods.sdfm.epsilons")
+
+
+def _cmd_study(args) -> None:
+    table = adaptive_epsilon_study(args.metrics, args.summaries, args.figure, args.section, args.reports_dir)
+    print(f"{args.section}: {len(table)} (data set, metric, NFE) comparisons")
+
+
+def register(commands) -> None:
+    """The subcommand ``adaptive-epsilon-study`` (the grid's own jobs do the work; this draws and describes)."""
+    p = commands.plain("adaptive-epsilon-study", _cmd_study,
+                       "SD-FM at epsilon auto vs the fixed epsilons: figure and section")
+    p.add_argument("--metrics", required=True, help="metrics.csv")
+    p.add_argument("--summaries", nargs="+", required=True, help="the potential summaries epsauto.json")
+    p.add_argument("--figure", required=True, help="the PNG to draw (a PDF beside it)")
+    p.add_argument("--section", required=True, help="the markdown section to write")
+    p.add_argument("--reports-dir", required=True, help="figure links are relative to it")
+
+
+STUDY = Study(name="adaptive_epsilon", check=check_config, register=register)

@@ -23,7 +23,7 @@ wildcard_constraints:
 
 
 def rule_resource(rule, name):
-    """``resources.<rule>.<name>`` of the config (defaults: sdfm.config.DEFAULT_RESOURCES)."""
+    """``resources.<rule>.<name>`` of the config (defaults: sdfm.config.DEFAULT_RESOURCES, a study's STUDY.resources)."""
     return config["resources"][rule][name]
 
 

@@ -1,7 +1,7 @@
 # Convergence-rate study (config key `studies.convergence`): chi^2 of the averaged potential after K SGD
 # steps (log-spaced K) for each N, batch size, relative epsilon, solver settings and seed, and the fitted
-# exponent b of chi^2 ~ K^b against the -1/2 of the quoted rate (sdfm/studies/convergence.py,
-# sdfm/studies/convergence_report.py). Does nothing without the key.
+# exponent b of chi^2 ~ K^b against the -1/2 of the quoted rate (sdfm/studies/convergence.py).
+# Does nothing without the key.
 if "convergence" in config.get("studies", {}):
     CONVERGENCE = config["studies"]["convergence"]
     CONVERGENCE_DIR = f"{R}/studies/convergence"

@@ -238,10 +238,15 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
 def _check_otfm_and_meanflow(config: dict, name: str, merged: dict) -> None:
     """``methods.otfm.ot_batch_size`` a multiple of the training batch; MeanFlow keys on MeanFlow models;
     ``epsilon_reference: sq_euclidean`` without SD-FM epsilon ``auto``."""
-    train = merged["train"]
-    n = config["methods"].get("otfm", {}).get("ot_batch_size")
+    train, n = merged["train"], merged["ot_batch_size"]
+    for method in config["datasets"][name].get("methods", []):
+        if method not in config["methods"]:
+            raise ConfigError(f"config key 'datasets.{name}.methods': '{method}' is not in the config's methods "
+                              f"({', '.join(config['methods'])}); add it there or drop it here")
+    where = f"datasets.{name}.ot_batch_size" if "ot_batch_size" in config["datasets"][name] else \
+        "methods.otfm.ot_batch_size"
     if n is not None and n % train["batch_size"]:
-        raise ConfigError(f"config key 'methods.otfm.ot_batch_size': {n} is not a multiple of "
+        raise ConfigError(f"config key '{where}': {n} is not a multiple of "
                           f"{_where(config, name, 'train', 'batch_size')} = {train['batch_size']}; use "
                           f"{max(n // train['batch_size'], 1) * train['batch_size']}")
     for key in MEANFLOW_TRAIN_DEFAULTS:
@@ -410,7 +415,8 @@ def _check_superres(config: dict, name: str, merged: dict) -> None:
 def dataset_settings(config: dict, name: str) -> dict:
     """Merged settings of one dataset: built-in defaults < top level < the dataset's own entry.
 
-    Besides the stages, the result holds ``source``, ``options``, ``kind`` (points or images) and
+    Besides the stages, the result holds ``ot_batch_size`` (the entry's, else ``methods.otfm``'s), ``source``,
+    ``options``, ``kind`` (points or images) and
     ``conditional`` (the entry's ``{"beta": ...}`` or None), ``superres`` (``{"factor", "beta"}`` or
     None). A MeanFlow model
     (``train.objective: meanflow``) is always evaluated with solver ``meanflow`` too, and gets the
@@ -419,7 +425,9 @@ def dataset_settings(config: dict, name: str) -> dict:
     entry = config["datasets"][name]
     kind = "points" if entry["source"] in POINT_SOURCES else "images"
     merged = {"source": entry["source"], "options": dict(entry.get("options", {})), "kind": kind,
-              "conditional": copy.deepcopy(entry.get("conditional")), "superres": copy.deepcopy(entry.get("superres"))}
+              "conditional": copy.deepcopy(entry.get("conditional")), "superres": copy.deepcopy(entry.get("superres")),
+              "ot_batch_size": entry["ot_batch_size"] if "ot_batch_size" in entry else
+              config.get("methods", {}).get("otfm", {}).get("ot_batch_size")}
     for stage in _STAGES:
         base = BUILTIN_DEFAULTS[stage][kind] if stage in _KIND_STAGES else BUILTIN_DEFAULTS[stage]
         merged[stage] = copy.deepcopy({**base, **config.get(stage, {}), **entry.get(stage, {})})
@@ -445,6 +453,8 @@ def job_grid(config: dict) -> list[dict]:
     """Every training job as ``{dataset, method, epsilon, seed}`` (epsilon as its wildcard label)."""
     jobs = []
     for dataset, (method, spec), seed in product(config["datasets"], config["methods"].items(), config["seeds"]):
+        if method not in config["datasets"][dataset].get("methods", config["methods"]):  # the entry's subset
+            continue
         epsilons = spec.get("epsilons", [0.0]) if method != "fm" else [0.0]
         for epsilon in dict.fromkeys(epsilon_label(e) for e in epsilons):
             jobs.append({"dataset": dataset, "method": method, "epsilon": epsilon, "seed": seed})

@@ -72,3 +72,25 @@ def test_epsilon_reference_values_and_auto():
         validate_config(_config(epsilon_reference="euclidean"))
     with pytest.raises(ConfigError, match="'epsilon_reference': SD-FM epsilon 'auto'"):
         validate_config(_config(epsilon_reference="sq_euclidean", methods={"sdfm": {"epsilons": [0.0, "auto"]}}))
+
+
+def test_a_data_set_entry_picks_its_methods_and_its_ot_batch():
+    from sdfm.config import job_grid
+
+    config = _config(datasets={"moons": {"source": "moons", "options": {"n_train": 100}},
+                               "moons_n1024": {"source": "moons", "options": {"n_train": 100}, "methods": ["otfm"],
+                                               "ot_batch_size": 1024}})
+    config = validate_config(config)
+    jobs = job_grid(config)
+    assert {j["method"] for j in jobs if j["dataset"] == "moons_n1024"} == {"otfm"}
+    assert {j["method"] for j in jobs if j["dataset"] == "moons"} == {"fm", "otfm", "sdfm"}
+    assert dataset_settings(config, "moons_n1024")["ot_batch_size"] == 1024
+    assert dataset_settings(config, "moons")["ot_batch_size"] is None
+    bad = copy.deepcopy(config)
+    bad["datasets"]["moons_n1024"]["ot_batch_size"] = 1000
+    with pytest.raises(ConfigError, match="'datasets.moons_n1024.ot_batch_size': 1000 is not a multiple"):
+        validate_config(bad)
+    bad["datasets"]["moons_n1024"].update(ot_batch_size=1024, methods=["otfm"])
+    bad["methods"] = {"fm": {}, "sdfm": {"epsilons": [0.0]}}
+    with pytest.raises(ConfigError, match="'datasets.moons_n1024.methods': 'otfm' is not in the config's methods"):
+        validate_config(bad)

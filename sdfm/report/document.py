@@ -457,6 +457,9 @@ def _conventions(config) -> str:
     if n is not None:
         text += (f" OT-FM solves OT on {n} noise x {n} data points and trains on batches drawn from each plan "
                  f"(`methods.otfm.ot_batch_size`).")
+    for name, entry in (config.get("datasets") or {}).items():
+        if entry.get("ot_batch_size") is not None:
+            text += f" On {name}, OT-FM's plans hold {entry['ot_batch_size']} pairs (`datasets.{name}.ot_batch_size`)."
     return text
 
 

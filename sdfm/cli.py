@@ -43,6 +43,7 @@ def _cmd_potential(args) -> None:
                                 reference=args.reference_potential, superres=args.superres,
                                 auto_epsilon=args.auto_epsilon if args.epsilon == "auto" else None,
                                 pca_dim=args.pca_dim, distributed=args.distributed,
+                                epsilon_reference=args.epsilon_reference,
                                 **({"reference_batch": args.reference_batch} if args.reference_batch else {}))
     if args.distributed and summary["mlflow_run_id"] is None:
         return  # not rank 0: the summary is rank 0's to report
@@ -64,7 +65,8 @@ def _cmd_train(args) -> None:
 
     stats = train_job(args.data, args.dataset, args.method, args.epsilon, args.seed, args.model, args.train,
                       args.out, args.checkpoint, _context(args), potential_path=args.potential, device=args.device,
-                      conditional=args.conditional, superres=args.superres, distributed=args.distributed)
+                      conditional=args.conditional, superres=args.superres, distributed=args.distributed,
+                      ot_batch_size=args.ot_batch_size, epsilon_reference=args.epsilon_reference)
     if args.distributed and "pairing_share" not in stats:
         return  # not rank 0: the summary is rank 0's to report
     print(f"{args.out}: final loss {stats['final_loss']:.4f}, pairing share {stats['pairing_share']:.1%}")
@@ -154,6 +156,10 @@ def _cmd_sample(args) -> None:
           f"picture {done['png']}")
 
 
+#: sdfm.ot.batch.EPSILON_REFERENCES, spelled here so that building the parser imports no torch.
+_EPSILON_REFERENCES = ("inner_product", "sq_euclidean")
+
+
 def _epsilon(text: str) -> float | str:
     """A relative epsilon >= 0, or ``auto`` (chosen by the potential job: sdfm.ot.auto_epsilon)."""
     if text == "auto":
@@ -226,6 +232,8 @@ def _grid_commands(sub, job) -> None:
     p.add_argument("--reference-batch", type=int, default=None,
                    help="rows of the seeded batch that makes the relative epsilon absolute (potential.reference_batch)")
     p.add_argument("--pca-dim", type=int, default=None, help="fit in the top-k PCA subspace (potential.pca_dim)")
+    p.add_argument("--epsilon-reference", choices=_EPSILON_REFERENCES, default="inner_product",
+                   help="the cost whose std makes the relative epsilon absolute (config epsilon_reference)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--conditional", type=_json_or_null, default=None, help="'{\"beta\": 1.0}' or null")
     p.add_argument("--superres", type=_json_or_null, default=None, help="'{\"factor\": 4, \"beta\": 1.0}' or null")
@@ -248,6 +256,10 @@ def _grid_commands(sub, job) -> None:
     p.add_argument("--model", type=_json, required=True)
     p.add_argument("--train", type=_json, required=True)
     p.add_argument("--potential", default=None)
+    p.add_argument("--ot-batch-size", type=int, default=None,
+                   help="otfm: pairs per OT plan, training batches drawn from it (methods.otfm.ot_batch_size)")
+    p.add_argument("--epsilon-reference", choices=_EPSILON_REFERENCES, default="inner_product",
+                   help="otfm: the cost whose std makes the relative epsilon absolute (config epsilon_reference)")
     p.add_argument("--conditional", type=_json_or_null, default=None, help="'{\"beta\": 1.0}' or null")
     p.add_argument("--superres", type=_json_or_null, default=None, help="'{\"factor\": 4, \"beta\": 1.0}' or null")
     p.add_argument("--out", required=True)

@@ -65,6 +65,10 @@ BUILTIN_DEFAULTS = {
     },
     "feature_net": {"epochs": 20, "batch_size": 128, "lr": 1e-3, "feature_dim": 64, "width": 32},
 }
+#: Train settings of MeanFlow models (``train.objective: meanflow``) unless given: Geng et al. 2025's
+#: logit-normal times (mean -0.4 in their time, data at 0, is +0.4 in this package's) and adaptive power.
+MEANFLOW_TRAIN_DEFAULTS = {"meanflow_time": {"distribution": "logit_normal", "mean": 0.4, "std": 1.0},
+                           "meanflow_adaptive_power": 1.0}
 #: What each rule's jobs ask the scheduler for: memory (MB), wall time (minutes), GPUs (with ``gpu: true``;
 #: None: one per rank of the fit, ``potential.processes``). Config key ``resources.<rule>`` overrides them.
 #: A study's rules declare theirs in its module (``Study.resources``, :mod:`sdfm.studies`).
@@ -201,6 +205,7 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
                 f"config key '{_where(config, name, 'train', 'batch_size')}': the global batch {train['batch_size']} "
                 f"must be a multiple of train.processes = {train['processes']} (each rank trains on an equal share)"
             )
+        _check_otfm_and_meanflow(config, name, merged)
         potential = merged["potential"]
         if potential.get("processes", 1) > 1 and potential.get("init") == "multiscale":
             raise ConfigError(
@@ -224,6 +229,34 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
                         f"the evaluations per step of solver '{solver}'; use multiples of {stages}"
                     )
     return config
+
+
+def _check_otfm_and_meanflow(config: dict, name: str, merged: dict) -> None:
+    """``methods.otfm.ot_batch_size`` a multiple of the training batch; MeanFlow keys on MeanFlow models;
+    ``epsilon_reference: sq_euclidean`` without SD-FM epsilon ``auto``."""
+    train, n = merged["train"], merged["ot_batch_size"]
+    for method in config["datasets"][name].get("methods", []):
+        if method not in config["methods"]:
+            raise ConfigError(f"config key 'datasets.{name}.methods': '{method}' is not in the config's methods "
+                              f"({', '.join(config['methods'])}); add it there or drop it here")
+    where = f"datasets.{name}.ot_batch_size" if "ot_batch_size" in config["datasets"][name] else \
+        "methods.otfm.ot_batch_size"
+    if n is not None and n % train["batch_size"]:
+        raise ConfigError(f"config key '{where}': {n} is not a multiple of "
+                          f"{_where(config, name, 'train', 'batch_size')} = {train['batch_size']}; use "
+                          f"{max(n // train['batch_size'], 1) * train['batch_size']}")
+    for key in MEANFLOW_TRAIN_DEFAULTS:
+        if key in train and train["objective"] != "meanflow":
+            raise ConfigError(f"config key '{_where(config, name, 'train', key)}' applies to MeanFlow models; "
+                              f"set train.objective 'meanflow' or drop it")
+    time = train.get("meanflow_time", {})
+    if time.get("distribution") == "uniform" and {"mean", "std"} & set(time):
+        raise ConfigError(f"config key '{_where(config, name, 'train', 'meanflow_time')}': mean and std belong "
+                          f"to distribution 'logit_normal'; drop them for 'uniform'")
+    if config.get("epsilon_reference") == "sq_euclidean" and "auto" in config["methods"].get("sdfm", {}).get(
+            "epsilons", []):
+        raise ConfigError("config key 'epsilon_reference': SD-FM epsilon 'auto' is chosen in the inner_product "
+                          "convention; use inner_product or give methods.sdfm.epsilons as numbers")
 
 
 def conditional_sdfm_supported() -> bool:
@@ -280,18 +313,28 @@ def _check_image_track(config: dict, name: str, merged: dict) -> None:
 def dataset_settings(config: dict, name: str) -> dict:
     """Merged settings of one dataset: built-in defaults < top level < the dataset's own entry.
 
-    Besides the stages, the result holds ``source``, ``options``, ``kind`` (points or images) and
+    Besides the stages, the result holds ``ot_batch_size`` (the entry's, else ``methods.otfm``'s), ``source``,
+    ``options``, ``kind`` (points or images) and
     ``conditional`` (the entry's ``{"beta": ...}`` or None), ``superres`` (``{"factor", "beta"}`` or
     None). A MeanFlow model
-    (``train.objective: meanflow``) is always evaluated with solver ``meanflow`` too.
+    (``train.objective: meanflow``) is always evaluated with solver ``meanflow`` too, and gets the
+    :data:`MEANFLOW_TRAIN_DEFAULTS` it does not set (a logit-normal ``meanflow_time`` its missing mean / std).
     """
     entry = config["datasets"][name]
     kind = "points" if entry["source"] in POINT_SOURCES else "images"
     merged = {"source": entry["source"], "options": dict(entry.get("options", {})), "kind": kind,
-              "conditional": copy.deepcopy(entry.get("conditional")), "superres": copy.deepcopy(entry.get("superres"))}
+              "conditional": copy.deepcopy(entry.get("conditional")), "superres": copy.deepcopy(entry.get("superres")),
+              "ot_batch_size": entry["ot_batch_size"] if "ot_batch_size" in entry else
+              config.get("methods", {}).get("otfm", {}).get("ot_batch_size")}
     for stage in _STAGES:
         base = BUILTIN_DEFAULTS[stage][kind] if stage in _KIND_STAGES else BUILTIN_DEFAULTS[stage]
         merged[stage] = copy.deepcopy({**base, **config.get(stage, {}), **entry.get(stage, {})})
+    if merged["train"]["objective"] == "meanflow":  # Geng et al.'s times and weighting unless given
+        time = merged["train"].get("meanflow_time")
+        if time is not None and time["distribution"] == "logit_normal":
+            time = {**MEANFLOW_TRAIN_DEFAULTS["meanflow_time"], **time}
+        merged["train"] = {**copy.deepcopy(MEANFLOW_TRAIN_DEFAULTS), **merged["train"],
+                           **({"meanflow_time": time} if time is not None else {})}
     solvers = merged["evaluate"]["solvers"]
     if merged["train"]["objective"] == "meanflow" and "meanflow" not in solvers:
         merged["evaluate"]["solvers"] = ["meanflow", *solvers]
@@ -308,6 +351,8 @@ def job_grid(config: dict) -> list[dict]:
     """Every training job as ``{dataset, method, epsilon, seed}`` (epsilon as its wildcard label)."""
     jobs = []
     for dataset, (method, spec), seed in product(config["datasets"], config["methods"].items(), config["seeds"]):
+        if method not in config["datasets"][dataset].get("methods", config["methods"]):  # the entry's subset
+            continue
         epsilons = spec.get("epsilons", [0.0]) if method != "fm" else [0.0]
         for epsilon in dict.fromkeys(epsilon_label(e) for e in epsilons):
             jobs.append({"dataset": dataset, "method": method, "epsilon": epsilon, "seed": seed})

@@ -136,3 +136,18 @@ def test_gpu_benchmark_time_to_target():
                           dict(problem="q", method="pot", seconds=9.0, chi2=0.3)])
     rows = {r["problem"]: r for r in bench_gpu.time_to_target(frame)}
     assert rows["p"]["ratio"] == pytest.approx(3.5) and rows["q"]["ratio"] == math.inf
+
+
+def test_otfm_large_batch_benchmark_rows_skips_and_plot(tmp_path):
+    import bench_otfm_large_batch as bench
+
+    rows = bench.run([64], [32, 64], epsilons=(0.0,), repeats=1, budget=1e-9, log=lambda *_: None)
+    frame = bench.write_csv(rows, tmp_path / "o.csv", bench.COLUMNS)
+    assert list(frame.columns) == bench.COLUMNS
+    ot = frame[frame.method == "otfm"].set_index("n")
+    assert ot.loc[32, "seconds_per_pair"] > 0 and ot.loc[32, "ratio_vs_sdfm"] > 0
+    assert ot.loc[32, "pair_sqdist"] < ot.loc[32, "indep_sqdist"]  # OT pairs are closer than independent ones
+    assert math.isnan(ot.loc[64, "seconds_per_pair"]) and "predicted" in ot.loc[64, "note"]  # over the budget
+    assert bench._skip(None, 20_000, 3.0, 1e9, 4e9).startswith("n x n float64")
+    bench.plot(frame, tmp_path / "o.png")
+    assert (tmp_path / "o.png").stat().st_size > 10_000

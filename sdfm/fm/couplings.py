@@ -6,7 +6,8 @@ passed to :meth:`Coupling.sample`, so a training run is reproducible from its se
 
 * ``fm`` (:class:`IndependentCoupling`): ``x0 ~ N(0, I)``, ``x1 = data[j]``, ``j ~ U{0..N-1}``.
 * ``otfm`` (:class:`BatchOTCoupling`): n noise and n uniform data points, paired by batch OT for
-  the cost ``-<x0, x1>`` (exact at eps = 0, Sinkhorn at ``eps = epsilon_rel * std(C)``).
+  the cost ``-<x0, x1>`` (exact at eps = 0, Sinkhorn at ``eps = epsilon_rel * std(C)``);
+  :class:`PlanOTCoupling` solves OT on n pairs once and trains on B-sized blocks of that plan.
 * ``sdfm`` (:class:`SemidiscreteCoupling`): ``x0 ~ N(0, I)``, ``j = argmax_j <x0, y_j> + g_j``
   (a draw from ``pi(x0)`` at eps > 0) for a potential g fitted on the whole data set.
 
@@ -53,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sdfm.ot import SemidiscretePotential, batch_ot_pairing, relative_epsilon
+from sdfm.ot.batch import check_epsilon_reference
 from sdfm.ot.problem import augment_with_condition, augment_with_labels
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "Coupling",
     "IndependentCoupling",
     "PairBatch",
+    "PlanOTCoupling",
     "SemidiscreteCoupling",
     "make_coupling",
 ]
@@ -161,8 +164,9 @@ class BatchOTCoupling(_Sampler):
     Args:
         data: (N, D) data.
         labels: (N,) labels, for class-conditional pairing with ``beta``.
-        epsilon_rel: entropic regularisation relative to ``std`` of the batch cost matrix
-            (0: exact assignment). The absolute value of the last batch is ``last_epsilon``.
+        epsilon_rel: entropic regularisation relative to the batch's cost scale (0: exact assignment),
+            measured as ``epsilon_reference`` says (:func:`sdfm.ot.batch.relative_epsilon`). The
+            absolute value of the last batch, in units of ``-<x0, x1>``, is ``last_epsilon``.
         beta: weight of the label mismatch cost; ``None`` pairs on ``x`` alone. Each noise sample
             then gets a label ``z`` drawn from the data's label distribution, and the pairing uses
             the augmented vectors of :func:`augment_with_labels`.
@@ -174,11 +178,12 @@ class BatchOTCoupling(_Sampler):
     name = "otfm"
 
     def __init__(self, data, labels=None, *, epsilon_rel: float = 0.0, beta: float | None = None, num_classes=None,
-                 conditions=None):
+                 conditions=None, epsilon_reference: str = "inner_product"):
         super().__init__(data, labels, conditions)
         if epsilon_rel < 0:
             raise ValueError(f"epsilon_rel must be >= 0, got {epsilon_rel}")
-        self.epsilon_rel, self.beta = epsilon_rel, beta
+        check_epsilon_reference(epsilon_reference)
+        self.epsilon_rel, self.beta, self.epsilon_reference = epsilon_rel, beta, epsilon_reference
         self.conditional = beta is not None and self.labels is not None
         self.continuous = beta is not None and self.conditions is not None
         self.num_classes = num_classes if num_classes is not None else _num_classes(self.labels)
@@ -188,9 +193,13 @@ class BatchOTCoupling(_Sampler):
         keep = rows if rows is not None else slice(None)
         x0 = self._noise(batch_size, generator)[keep]
         index = self._indices(batch_size, generator)[keep]
-        x1 = self.data[index]
         z0 = self._labels_of(self._indices(batch_size, generator)[keep]) if self.conditional else None
         c0 = self._conditions_of(self._indices(batch_size, generator)[keep]) if self.continuous else None
+        return self._pair(x0, index, z0, c0, generator)
+
+    def _pair(self, x0: Tensor, index: Tensor, z0, c0, generator: torch.Generator) -> PairBatch:
+        """OT pairs of the noise ``x0`` (with drawn labels ``z0`` / conditions ``c0``) and ``data[index]``."""
+        x1 = self.data[index]
         _sync(x0.device)
         start = time.perf_counter()
         q0, q1 = x0, x1
@@ -198,7 +207,8 @@ class BatchOTCoupling(_Sampler):
             q0 = self._augment(x0, z0, c0)
             q1 = self._augment(x1, self._labels_of(index) if self.conditional else None,
                                self._conditions_of(index) if self.continuous else None)
-        self.last_epsilon = relative_epsilon(self.epsilon_rel, q0, q1) if self.epsilon_rel > 0 else 0.0
+        self.last_epsilon = (relative_epsilon(self.epsilon_rel, q0, q1, self.epsilon_reference)
+                             if self.epsilon_rel > 0 else 0.0)
         pairing = batch_ot_pairing(q0, q1, self.last_epsilon, generator).to(index.device)
         _sync(x0.device)
         seconds = time.perf_counter() - start
@@ -206,6 +216,88 @@ class BatchOTCoupling(_Sampler):
         labels = z0 if self.conditional else self._labels_of(index)
         condition = c0 if self.continuous else self._conditions_of(index)
         return PairBatch(x0, self.data[index], labels, index, seconds, condition)
+
+
+class PlanOTCoupling(BatchOTCoupling):
+    """``otfm`` with an OT batch of n pairs independent of the training batch B (``methods.otfm.ot_batch_size``).
+
+    A *plan* pairs n fresh noise samples with n data points by batch OT (:class:`BatchOTCoupling`'s
+    solve: the exact assignment at eps = 0, a Sinkhorn plan and one draw per row at eps > 0). The
+    n data points are the first n of a concatenation of random permutations of ``0..N-1``: every
+    data point enters a plan ``floor(n / N)`` or ``ceil(n / N)`` times (exactly once when n = N,
+    at most once when n < N). Training batches are then consecutive blocks of B of the plan's n
+    pairs, each pair used exactly once (the rows are in noise order, and the noise is i.i.d., so
+    the blocks are exchangeable); after ``n / B`` batches the next call solves a new plan. n must
+    be a multiple of B. The plan's solve time is charged to the first batch of the plan
+    (``pairing_seconds``), so a run's pairing time per training pair is (solve time) / n.
+
+    Randomness and resumption: each plan draws one seed from the training generator and takes
+    all its random numbers (noise, data order, labels / conditions, Sinkhorn row draws) from a
+    private generator with that seed, on the training generator's device. :meth:`state_dict`
+    (the seed, the position in the plan) is therefore all a checkpoint needs: :meth:`load_state_dict`
+    re-solves the same plan (deterministic on the same device) and continues at the same pair.
+
+    Data parallelism (``rows=``): every rank draws the same seed (the ranks' generators advance
+    alike), solves the same n x n plan and keeps its rows of each global batch, so K ranks train
+    on exactly the pairs of one process, at eps > 0 too; the solve is repeated on each rank.
+    """
+
+    def __init__(self, data, labels=None, *, ot_batch_size: int, epsilon_rel: float = 0.0, beta=None,
+                 num_classes=None, conditions=None, epsilon_reference: str = "inner_product"):
+        super().__init__(data, labels, epsilon_rel=epsilon_rel, beta=beta, num_classes=num_classes,
+                         conditions=conditions, epsilon_reference=epsilon_reference)
+        if ot_batch_size < 1:
+            raise ValueError(f"ot_batch_size must be >= 1, got {ot_batch_size}")
+        self.ot_batch_size = int(ot_batch_size)
+        self.plans_solved, self.plan_seconds = 0, 0.0
+        self._plan: PairBatch | None = None
+        self._seed: int | None = None
+        self._device: str | None = None
+        self._cursor = 0
+
+    def _solve_plan(self, seed: int, device: torch.device) -> PairBatch:
+        """The plan of ``seed``: n noise x n data points, OT-paired, all draws from one seeded generator."""
+        gen = torch.Generator(device=device).manual_seed(seed)
+        n, count = self.ot_batch_size, self.data.shape[0]
+        order = torch.cat([torch.randperm(count, generator=gen, device=gen.device) for _ in range(-(-n // count))])
+        index = order[:n].to(self.data.device)
+        x0 = self._noise(n, gen)
+        z0 = self._labels_of(self._indices(n, gen)) if self.conditional else None
+        c0 = self._conditions_of(self._indices(n, gen)) if self.continuous else None
+        return self._pair(x0, index, z0, c0, gen)
+
+    def sample(self, batch_size: int, generator: torch.Generator, rows: slice | None = None) -> PairBatch:
+        if self.ot_batch_size % batch_size:
+            raise ValueError(f"ot_batch_size {self.ot_batch_size} must be a multiple of the training batch {batch_size}")
+        seconds = 0.0
+        if self._plan is None or self._cursor >= self.ot_batch_size:
+            seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+            self._seed, self._device, self._cursor = seed, str(generator.device), 0
+            self._plan = self._solve_plan(seed, generator.device)
+            seconds = self._plan.pairing_seconds
+            self.plans_solved += 1
+            self.plan_seconds += seconds
+        block = torch.arange(self._cursor, self._cursor + batch_size, device=self._plan.index.device)
+        self._cursor += batch_size
+        take = block[rows if rows is not None else slice(None)]
+        plan = self._plan
+        pick = (lambda v: v[take] if v is not None else None)
+        return PairBatch(plan.x0[take], plan.x1[take], pick(plan.labels), plan.index[take], seconds,
+                         pick(plan.condition))
+
+    def state_dict(self) -> dict:
+        """What resumes the pairs: the current plan's seed and device, the position in it, the counters."""
+        return {"ot_batch_size": self.ot_batch_size, "seed": self._seed, "device": self._device,
+                "cursor": self._cursor, "plans_solved": self.plans_solved, "plan_seconds": self.plan_seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue after :meth:`state_dict`: re-solve the plan of its seed and go on at its position."""
+        if state["ot_batch_size"] != self.ot_batch_size:
+            raise ValueError(f"the checkpoint's plans have ot_batch_size {state['ot_batch_size']}, this run "
+                             f"{self.ot_batch_size}: delete the checkpoint or match it")
+        self._seed, self._device, self._cursor = state["seed"], state["device"], state["cursor"]
+        self.plans_solved, self.plan_seconds = state["plans_solved"], state["plan_seconds"]
+        self._plan = self._solve_plan(self._seed, torch.device(self._device)) if self._seed is not None else None
 
 
 class SemidiscreteCoupling(_Sampler):
@@ -280,18 +372,26 @@ def make_coupling(
     potential: SemidiscretePotential | None = None,
     beta: float | None = None,
     conditions: Tensor | None = None,
+    ot_batch_size: int | None = None,
+    epsilon_reference: str = "inner_product",
 ) -> Coupling:
     """Build the coupling of ``method`` (``"fm"``, ``"otfm"`` or ``"sdfm"``) on flat ``data``.
 
     ``epsilon_rel`` is used by ``otfm`` only (the ``sdfm`` epsilon belongs to its potential);
     ``potential`` is required by ``sdfm``; ``beta`` enables conditional pairing, on the
-    ``labels`` (class-conditional) or on the continuous ``conditions`` (N, Dz).
+    ``labels`` (class-conditional) or on the continuous ``conditions`` (N, Dz). ``ot_batch_size``
+    (``otfm``): solve OT on n pairs and train on batches drawn from that plan
+    (:class:`PlanOTCoupling`); None pairs each training batch on its own (:class:`BatchOTCoupling`).
+    ``epsilon_reference`` (``otfm``): the cost whose spread makes ``epsilon_rel`` absolute.
     """
     if method == "fm":
         return IndependentCoupling(data, labels, conditions)
     if method == "otfm":
-        return BatchOTCoupling(data, labels, epsilon_rel=epsilon_rel, beta=beta, num_classes=num_classes,
-                               conditions=conditions)
+        common = dict(epsilon_rel=epsilon_rel, beta=beta, num_classes=num_classes, conditions=conditions,
+                      epsilon_reference=epsilon_reference)
+        if ot_batch_size is not None:
+            return PlanOTCoupling(data, labels, ot_batch_size=ot_batch_size, **common)
+        return BatchOTCoupling(data, labels, **common)
     if method == "sdfm":
         if potential is None:
             raise ValueError("method 'sdfm' needs a fitted potential (sdfm.ot.fit_potential)")

@@ -20,9 +20,21 @@ where the total derivative is one forward-mode JVP of the network with primals (
 tangents (v, 1, 0). Training regresses u(z_r, r, t), ``z_r = (1 - r) x0 + r x1``, on
 ``stop_grad(v + (t - r) du/dr)`` with the conditional velocity ``v = x1 - x0``. At r = t the
 target is ``v``, plain flow matching; a fraction of the pairs use r = t. The model is called as
-``model(z, t, r=r)`` so that ``u(z, t, t) = v(z, t)`` is the instantaneous velocity. Optional
-adaptive weighting divides each sample's squared error by ``stop_grad(err + c)^p`` (p = 0: plain
-mean squared error).
+``model(z, t, r=r)`` so that ``u(z, t, t) = v(z, t)`` is the instantaneous velocity.
+
+Times (``time``): the two times of a pair are i.i.d. draws ``s1, s2`` of a distribution on (0, 1),
+``r = min``, ``t = max`` (``r = t = s1`` for the ``equal_fraction`` of rows): ``uniform``, or
+``logit_normal`` with ``logit(s) ~ N(mean, std^2)``, i.e. ``s = sigmoid(mean + std n)``, n ~ N(0, 1),
+of CDF ``F(s) = Phi((logit(s) - mean) / std)``; ``max(s1, s2)`` then has CDF ``F^2`` and
+``min(s1, s2)`` has ``1 - (1 - F)^2``. Geng et al.'s ImageNet setting, logit-normal with mean -0.4
+and std 1.0 in their time (data at 0), is mean +0.4 here: ``1 - s`` is logit-normal with mean
+``-mean`` (``logit(1 - s) = -logit(s)``), and with ``s -> 1 - s`` their ``(r, t)`` maps to ours.
+
+Adaptive weighting (Geng et al. Sec. 4.3): each sample's loss is multiplied by
+``w = stop_grad(1 / (|e|^2 + c)^p)``, ``|e|^2`` the squared L2 norm of its error over all
+coordinates and c = 1e-3. The loss term itself stays the per-sample mean squared error (a constant
+factor 1 / D on the gradient against their sum), so p = 0 is exactly the plain mean squared error;
+the weight carries no gradient: ``d loss = mean_i w_i d mse_i``.
 
 Class-conditional models receive the labels and a label-dropout mask (the model's null class),
 which trains the unconditional model used by classifier-free guidance.
@@ -34,9 +46,11 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "MEAN_FLOW_TIME_DISTRIBUTIONS",
     "draw_label_dropout",
     "draw_mean_flow_times",
     "draw_times",
+    "draw_unit_times",
     "flow_matching_loss",
     "interpolate",
     "mean_flow_loss",
@@ -73,9 +87,27 @@ def draw_times(n: int, generator: torch.Generator, device=None) -> Tensor:
     return torch.rand(n, generator=generator, device=generator.device).to(device or generator.device)
 
 
-def draw_mean_flow_times(n: int, generator: torch.Generator, equal_fraction: float = 0.75, device=None):
-    """``(r, t)`` with ``r <= t``: the sorted pair of two uniforms, or ``r = t ~ U(0, 1)`` for a fraction of rows."""
-    pair = torch.rand(n, 2, generator=generator, device=generator.device)
+#: Time distributions of MeanFlow pairs (``time={"distribution": ..., "mean": ..., "std": ...}``).
+MEAN_FLOW_TIME_DISTRIBUTIONS = ("uniform", "logit_normal")
+
+
+def draw_unit_times(shape, generator: torch.Generator, time: dict | None = None) -> Tensor:
+    """Times in (0, 1) of ``shape`` on the generator's device: ``U(0, 1)`` (``time`` None or uniform),
+    or ``sigmoid(mean + std n)``, n ~ N(0, 1), for ``{"distribution": "logit_normal", "mean", "std"}``."""
+    kind = (time or {}).get("distribution", "uniform")
+    if kind == "uniform":
+        return torch.rand(shape, generator=generator, device=generator.device)
+    if kind == "logit_normal":
+        normal = torch.randn(shape, generator=generator, device=generator.device)
+        return torch.sigmoid(float(time.get("mean", 0.0)) + float(time.get("std", 1.0)) * normal)
+    raise ValueError(f"MeanFlow time distribution must be one of {MEAN_FLOW_TIME_DISTRIBUTIONS}, got {kind!r}")
+
+
+def draw_mean_flow_times(n: int, generator: torch.Generator, equal_fraction: float = 0.75, device=None,
+                         time: dict | None = None):
+    """``(r, t)`` with ``r <= t``: the sorted pair of two draws of ``time`` (:func:`draw_unit_times`),
+    or ``r = t`` (the first draw) for a fraction of rows."""
+    pair = draw_unit_times((n, 2), generator, time)
     equal = torch.rand(n, generator=generator, device=generator.device) < equal_fraction
     r = torch.where(equal, pair[:, 0], pair.min(dim=1).values)
     t = torch.where(equal, pair[:, 0], pair.max(dim=1).values)
@@ -91,10 +123,11 @@ def draw_label_dropout(n: int, p: float, generator: torch.Generator, device=None
 
 
 def _weighted_mean(sq_err: Tensor, adaptive_power: float, c: float = 1e-3) -> Tensor:
-    per_sample = sq_err.reshape(sq_err.shape[0], -1).mean(dim=1)
-    if adaptive_power > 0:
-        per_sample = per_sample / (per_sample.detach() + c) ** adaptive_power
-    return per_sample.mean()
+    """``mean_i w_i mse_i``, ``w_i = stop_grad(1 / (|e_i|^2 + c)^p)`` (|e_i|^2 summed over coordinates)."""
+    if adaptive_power == 0:
+        return sq_err.mean()  # the plain mean squared error, bit for bit
+    flat = sq_err.reshape(sq_err.shape[0], -1)
+    return (flat.mean(dim=1) / (flat.detach().sum(dim=1) + c) ** adaptive_power).mean()
 
 
 def flow_matching_loss(model, x0: Tensor, x1: Tensor, t: Tensor, labels=None, drop_labels=False) -> Tensor:
@@ -146,6 +179,7 @@ def objective_loss(
     adaptive_power: float = 0.0,
     rows: slice | None = None,
     n_total: int | None = None,
+    mean_flow_time: dict | None = None,
 ) -> Tensor:
     """Draw the times (and the label-dropout mask) from ``generator`` and return the loss.
 
@@ -158,6 +192,7 @@ def objective_loss(
         label_dropout: probability of the null class per sample.
         mean_flow_equal_fraction: fraction of MeanFlow pairs with r = t.
         adaptive_power: MeanFlow adaptive weighting exponent p.
+        mean_flow_time: MeanFlow time distribution (:func:`draw_unit_times`; None: uniform).
         rows, n_total: data parallelism: the pairs are the rows ``rows`` of a global batch of
             ``n_total``; the draws are made for all ``n_total`` rows (every rank consumes the
             generator alike) and this rank keeps its rows, so K ranks see the draws of one.
@@ -173,7 +208,7 @@ def objective_loss(
         drop = draw_label_dropout(n, label_dropout, generator, device) if labels is not None else False
         return flow_matching_loss(model, x0, x1, mine(t), labels, mine(drop))
     if objective == "meanflow":
-        r, t = draw_mean_flow_times(n, generator, mean_flow_equal_fraction, device)
+        r, t = draw_mean_flow_times(n, generator, mean_flow_equal_fraction, device, mean_flow_time)
         drop = draw_label_dropout(n, label_dropout, generator, device) if labels is not None else False
         return mean_flow_loss(model, x0, x1, mine(r), mine(t), labels, mine(drop), adaptive_power)
     raise ValueError(f"unknown objective {objective!r}: expected 'fm' or 'meanflow'")

@@ -11,8 +11,10 @@ Randomness. Noise, data indices, times and label-dropout masks come from one
 ``torch.Generator`` on the model's device seeded with ``config.seed``; layers such as dropout
 use torch's global generator, which the loop forks (the caller's state is left untouched) and
 seeds with ``config.seed`` too. A checkpoint stores the weights, the EMA, the optimiser, the
-step, the generator state, the global RNG state(s) and the losses, so a run killed after a
-checkpoint and resumed gives bit-identical weights to an uninterrupted run on the same device.
+step, the generator state, the global RNG state(s), the losses and the state of a coupling that
+keeps one between batches (``state_dict()``: the OT plan of :class:`~sdfm.fm.couplings.PlanOTCoupling`,
+the same on every rank), so a run killed after a checkpoint and resumed gives bit-identical
+weights to an uninterrupted run on the same device.
 
 Precision (``precision``). ``"fp32"``: float32 everywhere (TF32 tensor-core matmuls and
 convolutions off). ``"tf32"``: float32 weights and activations, matmuls and convolutions in TF32
@@ -62,7 +64,7 @@ class TrainingDiverged(RuntimeError):
 
 
 #: TrainConfig fields added after checkpoints were first written, with the value those had.
-_ADDED_FIELDS = {"precision": "fp32"}
+_ADDED_FIELDS = {"precision": "fp32", "mean_flow_time": None}
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
@@ -86,7 +88,10 @@ class TrainConfig:
         seed: seed of all the randomness of the run.
         progress: show step, loss, steps/s and ETA (a tqdm bar on a terminal, else a line every N s).
         mean_flow_equal_fraction: fraction of MeanFlow pairs with r = t.
-        adaptive_power: MeanFlow adaptive loss weighting exponent (0: plain MSE).
+        adaptive_power: MeanFlow adaptive loss weighting exponent p (0: plain MSE; see
+            :mod:`sdfm.fm.objectives`).
+        mean_flow_time: MeanFlow time distribution ``{"distribution": "uniform" | "logit_normal",
+            "mean", "std"}`` (:func:`sdfm.fm.objectives.draw_unit_times`); None: uniform.
         precision: ``"fp32"``, ``"tf32"`` or ``"bf16"`` (autocast with float32 master weights),
             see the module docstring.
     """
@@ -106,6 +111,7 @@ class TrainConfig:
     mean_flow_equal_fraction: float = 0.75
     adaptive_power: float = 0.0
     precision: str = "fp32"
+    mean_flow_time: dict | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1:
@@ -166,8 +172,10 @@ def precision_scope(precision: str, device: torch.device):
 class _Run:
     """The mutable state of one training run and its checkpoint (every rank's RNG states)."""
 
-    def __init__(self, model, ema, optimizer, generator, device, config, path):
+    def __init__(self, model, ema, optimizer, generator, device, config, path, coupling=None):
         self.model, self.ema, self.optimizer, self.generator = model, ema, optimizer, generator
+        # A coupling with state between batches (PlanOTCoupling's plan) saves and restores it with the run.
+        self.coupling = coupling if hasattr(coupling, "state_dict") else None
         self.device, self.config, self.path = device, config, path
         self.step, self.losses, self.pairing_seconds, self.step_seconds = 0, [], 0.0, 0.0
         self.sampled_at = 0.0
@@ -193,6 +201,10 @@ class _Run:
         torch.set_rng_state(mine["torch_rng"].cpu())
         if mine["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(mine["cuda_rng"].cpu(), self.device)
+        if self.coupling is not None:
+            if "coupling" not in state:
+                raise ValueError(f"{self.path} holds no state of the {self.coupling.name} coupling's plans: delete it")
+            self.coupling.load_state_dict(state["coupling"])
         self.step, self.losses = state["step"], list(state["losses"])
         self.pairing_seconds, self.step_seconds = state["pairing_seconds"], state["step_seconds"]
 
@@ -202,7 +214,9 @@ class _Run:
             atomic_torch_save({"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                                "optimizer": self.optimizer.state_dict(), "step": self.step, **ranks[0],
                                "ranks": ranks, "losses": self.losses, "pairing_seconds": self.pairing_seconds,
-                               "step_seconds": self.step_seconds, "config": _comparable(self.config)}, self.path)
+                               "step_seconds": self.step_seconds, "config": _comparable(self.config),
+                               **({"coupling": self.coupling.state_dict()} if self.coupling is not None else {})},
+                              self.path)
 
 
 def _loss(run: _Run, coupling: Coupling, sample_shape, rows, conditional: bool, label_dropout: float, autocast):
@@ -223,6 +237,7 @@ def _loss(run: _Run, coupling: Coupling, sample_shape, rows, conditional: bool, 
         return objective_loss(
             config.objective, net, x0, x1, run.generator, labels=labels, label_dropout=label_dropout,
             mean_flow_equal_fraction=config.mean_flow_equal_fraction, adaptive_power=config.adaptive_power,
+            mean_flow_time=config.mean_flow_time,
             **({"rows": rows, "n_total": config.batch_size} if rows is not None else {}),
         ).float()
 
@@ -262,7 +277,8 @@ def train(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     path = Path(checkpoint_path) if checkpoint_path is not None else None
-    run = _Run(model, ema, torch.optim.Adam(model.parameters(), lr=config.lr), generator, device, config, path)
+    run = _Run(model, ema, torch.optim.Adam(model.parameters(), lr=config.lr), generator, device, config, path,
+               coupling)
 
     with torch.random.fork_rng(devices=_rng_devices(device)), precision_scope(config.precision, device) as autocast:
         torch.manual_seed(config.seed)

@@ -140,6 +140,7 @@ def fit_potential_job(
     reference_batch: int = REFERENCE_BATCH,
     pca_dim: int | None = None,
     distributed: bool = False,
+    epsilon_reference: str = "inner_product",
 ) -> dict:
     """Fit, save the potential (without its data, guarded by a fingerprint) and a JSON summary.
 
@@ -160,6 +161,8 @@ def fit_potential_job(
             variance, timings and the full-space pairing quality, measured against the full-space
             potential file ``reference`` (same points and epsilon) when given.
         reference_batch: rows of the seeded batch of :func:`sdfm.ot.problem.absolute_epsilon`.
+        epsilon_reference: ``inner_product`` (std of ``-<x, y>``) or ``sq_euclidean`` (std of
+            ``|x - y|^2``, OTT-JAX's convention): how ``epsilon_rel`` is made absolute.
         distributed: fit on every rank of the torch.distributed world (:class:`ShardedRanks`);
             ``device`` then picks the backend (:func:`sdfm.ot.distributed.init_distributed`).
 
@@ -179,11 +182,13 @@ def fit_potential_job(
             problem.pca.seconds = time.perf_counter() - began  # the basis (a collective when sharded) and projection
         if distributed:  # the reference batch of epsilon: rows of the full keys, projected as the shard's are
             project = (lambda r: project_keys(problem.pca.basis, r, problem.pca.extra)) if pca_dim is not None else None
-            problem = problem.with_epsilon(epsilon_rel, reference_batch, seed, auto_epsilon, reference=y, project=project)
+            problem = problem.with_epsilon(epsilon_rel, reference_batch, seed, auto_epsilon, reference=y, project=project,
+                                           epsilon_reference=epsilon_reference)
             keys = problem.keys if pca_dim is not None else y[rows]
             fingerprint = data_fingerprint(y)
         else:
-            problem = problem.with_epsilon(epsilon_rel, reference_batch, seed, auto_epsilon)
+            problem = problem.with_epsilon(epsilon_rel, reference_batch, seed, auto_epsilon,
+                                           epsilon_reference=epsilon_reference)
             keys, fingerprint = problem.keys, data_fingerprint(problem.keys)
         summary, checkpoint = _fit(launcher, problem, keys, y, fingerprint, dataset, data_path, settings, seed,
                                    conditional, out, summary_out, reference, ctx)
@@ -219,7 +224,8 @@ def _fit(launcher, problem: PotentialProblem, keys, y, fingerprint, dataset, dat
         final = potential.chi2(problem.draw(count, gen))
         potential = launcher.collect(potential, y, problem.pca)
         summary = {
-            "dataset": dataset, "epsilon_rel": eps_rel, "epsilon_abs": eps_abs, "fit_seconds": seconds,
+            "dataset": dataset, "epsilon_rel": eps_rel, "epsilon_abs": eps_abs,
+            "epsilon_reference": problem.epsilon_reference, "fit_seconds": seconds,
             "steps_run": history["steps_run"], "final_chi2": final,
             "chi2_curve": {"step": history["step"], "chi2": history["chi2"]},
             "lr0": history["lr0"], "gap_scale": history["gap_scale"], "diverging": history["diverging"],

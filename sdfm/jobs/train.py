@@ -42,6 +42,8 @@ def train_job(
     conditional: dict | None = None,
     superres: dict | None = None,
     distributed: bool = False,
+    ot_batch_size: int | None = None,
+    epsilon_reference: str = "inner_product",
 ) -> dict:
     """Train, then save ``{"model": EMA weights, "model_settings", "sample_shape", ...}`` to ``out``.
 
@@ -58,9 +60,19 @@ def train_job(
     by ``torchrun --nproc-per-node K -m sdfm.cli train ... --distributed``, which the workflow runs
     for ``train.processes: K``): each rank pairs and differentiates ``batch_size / K`` pairs of the
     global batch (:mod:`sdfm.fm.data_parallel`); rank 0 alone logs to MLflow and writes the files.
+
+    ``otfm`` only: ``ot_batch_size`` n (other than the training batch) solves OT on n pairs and
+    trains on batches drawn from that plan (:class:`sdfm.fm.couplings.PlanOTCoupling`);
+    ``epsilon_reference`` says how the relative epsilon is made absolute
+    (:func:`sdfm.ot.batch.relative_epsilon`). Both enter the run key only when not the default.
     """
     train_settings = dict(train_settings)
     processes = int(train_settings.pop("processes", 1))
+    if method != "otfm" or ot_batch_size == train_settings.get("batch_size"):
+        ot_batch_size = None  # the training batch is the OT batch: the plain per-batch coupling
+    method_key = {**({"ot_batch_size": ot_batch_size} if ot_batch_size is not None else {}),
+                  **({"epsilon_reference": epsilon_reference}
+                     if method == "otfm" and epsilon_reference != "inner_product" else {})}
     rank, world = 0, 1
     if distributed:
         from sdfm.ot.distributed import init_distributed
@@ -116,7 +128,9 @@ def train_job(
         raise ValueError(f"epsilon 'auto' is chosen by the SD-FM potential job; method {method!r} takes a number")
     coupling = make_coupling(method, flat, labels=labels, num_classes=num_classes, epsilon_rel=epsilon_rel,
                              potential=potential, beta=beta,
-                             conditions=conditions.to(device) if conditions is not None else None)
+                             conditions=conditions.to(device) if conditions is not None else None,
+                             **({"ot_batch_size": ot_batch_size, "epsilon_reference": epsilon_reference}
+                                if method == "otfm" else {}))
     kwargs = model_kwargs(model_settings)
     model_extra = {}
     if conditional:
@@ -127,9 +141,10 @@ def train_job(
         model_extra["mean_flow"] = True
     torch.manual_seed(seed)
     model = build_model(model_settings["kind"], data.sample_shape, **kwargs, **model_extra).to(device)
-    config = TrainConfig(seed=seed, progress=ctx.progress, **train_settings)
+    config = TrainConfig(seed=seed, progress=ctx.progress, **_train_config_fields(train_settings))
     key = {"stage": "train", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed,
-           "model": model_settings, "train": train_settings}
+           "model": model_settings, "train": train_settings, **method_key}
+    tags.update(method_key)
     if method == "sdfm":  # which MIPS pairs the batches (sdfm.ot.SemidiscretePotential.assign's rule)
         tags["pairing_backend"] = coupling.pairing_backend(config.batch_size)
     if conditional:
@@ -143,6 +158,7 @@ def train_job(
     with tracked as run:
         run.log_params({"method": method, "epsilon_rel": epsilon_rel, "seed": seed,
                         **({"pairing_backend": tags["pairing_backend"]} if "pairing_backend" in tags else {}),
+                        **method_key,
                         **({"beta": beta, "num_classes": num_classes} if conditional else {}),
                         **({"beta": beta, "superres_factor": superres["factor"]} if superres else {}),
                         **{f"model.{k}": v for k, v in model_settings.items()},
@@ -155,6 +171,9 @@ def train_job(
         stats = {"pairing_seconds": result.pairing_seconds, "step_seconds": result.step_seconds,
                  "pairing_share": result.pairing_seconds / max(result.pairing_seconds + result.step_seconds, 1e-12),
                  "final_loss": result.losses[-1] if result.losses else float("nan")}
+        if ot_batch_size is not None:  # the OT plans: how many, and the pairing time per training pair
+            stats.update({"ot_plans": coupling.plans_solved,
+                          "ot_seconds_per_pair": coupling.plan_seconds / max(coupling.plans_solved * ot_batch_size, 1)})
         run.log_metrics(stats)
         if ctx.log_model:
             run.log_torch_model(result.ema_model)
@@ -166,6 +185,15 @@ def train_job(
                            "epsilon_abs": tags.get("epsilon_abs")}, out)
         atomic_write_json(Path(out).with_suffix(".json"), {**tags, **stats, "mlflow_run_id": run.run_id})
     return stats
+
+
+#: Config keys of ``train`` whose TrainConfig field is spelled otherwise.
+_TRAIN_FIELDS = {"meanflow_time": "mean_flow_time", "meanflow_adaptive_power": "adaptive_power"}
+
+
+def _train_config_fields(train_settings: dict) -> dict:
+    """The ``train`` settings as :class:`TrainConfig` keyword arguments (MeanFlow keys renamed)."""
+    return {_TRAIN_FIELDS.get(key, key): value for key, value in train_settings.items()}
 
 
 @contextlib.contextmanager

@@ -22,7 +22,11 @@ PLAIN_SINKHORN_MAX_RANGE = 700.0
 SMALL_RANK = 2
 NETWORK_SIMPLEX_MIN_N = 512
 
-__all__ = ["batch_ot_pairing", "inner_product_cost", "relative_epsilon", "sinkhorn_plan"]
+#: How a relative epsilon is made absolute: the spread of ``-<x, y>`` or of ``|x - y|^2``.
+EPSILON_REFERENCES = ("inner_product", "sq_euclidean")
+
+__all__ = ["EPSILON_REFERENCES", "batch_ot_pairing", "check_epsilon_reference", "inner_product_cost",
+           "reference_cost_std", "relative_epsilon", "sinkhorn_plan"]
 
 
 def inner_product_cost(x0: Tensor, x1: Tensor) -> Tensor:
@@ -30,9 +34,38 @@ def inner_product_cost(x0: Tensor, x1: Tensor) -> Tensor:
     return -(x0 @ x1.T)
 
 
-def relative_epsilon(epsilon_rel: float, x0: Tensor, x1: Tensor) -> float:
-    """Absolute epsilon ``epsilon_rel * std(C)`` for the cost matrix of a reference batch."""
-    return float(epsilon_rel * inner_product_cost(x0, x1).std())
+def check_epsilon_reference(reference: str) -> None:
+    """Raise ``ValueError`` unless ``reference`` is one of :data:`EPSILON_REFERENCES`."""
+    if reference not in EPSILON_REFERENCES:
+        raise ValueError(f"epsilon_reference must be one of {EPSILON_REFERENCES}, got {reference!r}")
+
+
+def reference_cost_std(x0: Tensor, x1: Tensor, reference: str = "inner_product") -> float:
+    """The sample std over the n x m entries of the reference cost: ``-<x0_i, x1_j>`` or ``|x0_i - x1_j|^2``."""
+    check_epsilon_reference(reference)
+    cost = inner_product_cost(x0, x1)
+    if reference == "sq_euclidean":
+        cost = (x0.square().sum(dim=1, keepdim=True) + x1.square().sum(dim=1)[None, :] + 2 * cost).clamp_min(0)
+    return float(cost.std())
+
+
+def relative_epsilon(epsilon_rel: float, x0: Tensor, x1: Tensor, reference: str = "inner_product") -> float:
+    """The absolute epsilon, in units of the cost ``-<x, y>`` the solvers use, of a relative one.
+
+    * ``inner_product`` (default): ``epsilon_rel * std(-<x0_i, x1_j>)``.
+    * ``sq_euclidean`` (OTT-JAX's convention: epsilon relative to the spread of the squared
+      Euclidean cost): ``epsilon_rel * std(|x0_i - x1_j|^2) / 2``. Since
+      ``|x - y|^2 = |x|^2 + |y|^2 - 2 <x, y>``, the entropic plan of the cost ``|x - y|^2`` at
+      ``e`` is the plan of ``-<x, y>`` at ``e / 2`` (the terms of i alone and j alone are absorbed
+      by the dual potentials); so this is the plan of ``|x - y|^2`` at ``epsilon_rel * std(|x - y|^2)``.
+
+    For x ~ N(0, sx^2 I_d) and y ~ N(mu, sy^2 I_d) independent (entries over a large batch),
+    ``Var <x, y> = sx^2 (d sy^2 + |mu|^2)`` and, the cross covariances vanishing by symmetry of x,
+    ``Var |x - y|^2 = 2 d sx^4 + 2 d sy^4 + 4 sy^2 |mu|^2 + 4 sx^2 (d sy^2 + |mu|^2)``: for
+    sx = sy = 1, mu = 0 the squared-Euclidean std is 2 sqrt(2) times the inner-product std, so at the
+    same ``epsilon_rel`` the ``sq_euclidean`` plan is sqrt(2) times as blurred.
+    """
+    return float(epsilon_rel * reference_cost_std(x0, x1, reference) / (2.0 if reference == "sq_euclidean" else 1.0))
 
 
 def sinkhorn_plan(cost: Tensor, epsilon: float, *, tol: float = 1e-3, max_iter: int = 10_000) -> Tensor:

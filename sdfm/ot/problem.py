@@ -110,8 +110,13 @@ def condition_source(conditions: torch.Tensor, beta: float, dim: int) -> Source:
 
 def absolute_epsilon(epsilon_rel: float, y: torch.Tensor, reference_batch: int, seed: int = 0,
                      source: Source | None = None,
-                     project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+                     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     epsilon_reference: str = "inner_product") -> float:
     """``epsilon_rel * std(C)`` for ``C = -<x, y>`` on a seeded reference batch of source and data.
+
+    ``epsilon_reference="sq_euclidean"``: ``epsilon_rel * std(|x - y|^2) / 2`` instead, the same
+    coupling as the cost ``|x - y|^2`` at ``epsilon_rel * std(|x - y|^2)``
+    (:func:`sdfm.ot.batch.relative_epsilon`); the result is in units of ``-<x, y>`` either way.
 
     The source is N(0, I) unless ``source(count, generator)`` is given (conditional fits).
     ``project`` maps the batch's rows of ``y`` to the keys fitted (a sharded PCA fit, which projects
@@ -125,7 +130,7 @@ def absolute_epsilon(epsilon_rel: float, y: torch.Tensor, reference_batch: int, 
     keys = (y[rows] if project is None else project(y[rows])).cpu()
     x = source(n, gen).to(keys.dtype) if source is not None else torch.randn(n, keys.shape[1], generator=gen,
                                                                               dtype=keys.dtype)
-    return relative_epsilon(epsilon_rel, x, keys)
+    return relative_epsilon(epsilon_rel, x, keys, epsilon_reference)
 
 
 def chi2_sample_count(n_points: int, dim: int) -> int:
@@ -158,6 +163,7 @@ class PotentialProblem:
     epsilon_abs: float | None = None
     auto: AutoEpsilon | None = None
     auto_settings: dict | None = None
+    epsilon_reference: str = "inner_product"
 
     @property
     def full_keys(self) -> torch.Tensor:
@@ -172,26 +178,35 @@ class PotentialProblem:
 
     def with_epsilon(self, epsilon_rel: float | str, reference_batch: int, seed: int = 0, auto: dict | None = None,
                      reference: torch.Tensor | None = None,
-                     project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> PotentialProblem:
+                     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     epsilon_reference: str = "inner_product") -> PotentialProblem:
         """This problem at a relative epsilon (``"auto"``: chosen by the settings ``auto``), made absolute.
+
+        ``epsilon_reference``: the cost whose spread makes it absolute (:func:`absolute_epsilon`);
+        ``auto`` is chosen (and recorded) in the ``inner_product`` convention only.
 
         ``reference``: the keys the reference batch comes from (default: :attr:`keys`), mapped by
         ``project`` to the fitted space (a sharded PCA fit, see :func:`absolute_epsilon`).
         """
         chosen = None
+        if epsilon_rel == "auto" and epsilon_reference != "inner_product":
+            raise ValueError("epsilon 'auto' is chosen in the inner_product convention; use epsilon_reference "
+                             "inner_product or a number")
         if epsilon_rel == "auto":
             chosen = resolve_auto_epsilon(self.keys, auto or {}, seed, self.source)
             epsilon_rel = chosen.epsilon_rel
         y = self.keys if reference is None else reference
-        eps_abs = absolute_epsilon(epsilon_rel, y, reference_batch, seed, self.source, project)
+        eps_abs = absolute_epsilon(epsilon_rel, y, reference_batch, seed, self.source, project, epsilon_reference)
         return replace(self, epsilon_rel=epsilon_rel, epsilon_abs=eps_abs, auto=chosen,
-                       auto_settings=(auto or {}) if chosen is not None else None)
+                       epsilon_reference=epsilon_reference, auto_settings=(auto or {}) if chosen is not None else None)
 
     def defining_fields(self) -> dict:
         """The fields that define the problem: epsilon, the conditioning, PCA and the settings of ``auto``."""
         out = {"epsilon_rel": self.epsilon_rel, **self.fields}
         if self.auto is not None:
             out["auto_epsilon"] = self.auto_settings
+        if self.epsilon_reference != "inner_product":  # the default leaves the run keys of earlier fits unchanged
+            out["epsilon_reference"] = self.epsilon_reference
         return out
 
     def tags(self) -> dict:
@@ -199,6 +214,8 @@ class PotentialProblem:
         out = {"epsilon_rel": self.epsilon_rel}
         if self.auto is not None:
             out["epsilon_auto"] = "true"
+        if self.epsilon_reference != "inner_product":
+            out["epsilon_reference"] = self.epsilon_reference
         return {**out, **self.tag_fields}
 
 

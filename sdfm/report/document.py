@@ -170,7 +170,9 @@ def write_report(metrics_csv: str | Path, summaries: list[str | Path], out_dir: 
     else:
         git = git_state(meta.get("repo"))
     lines = [f"# sdfm report: {meta.get('experiment', '')}", "", _provenance(git, meta), "",
-             "Data sets: " + ", ".join(f"[{d}](#{d.lower()})" for d in datasets) + ".", ""]
+             "Data sets: " + ", ".join(f"[{d}](#{d.lower()})" for d in datasets) + ".", "",
+             _conventions(meta.get("config")), ""]
+    eps_note = _EPS_NOTE[_config_dict(meta.get("config")).get("epsilon_reference", "inner_product")]
     for dataset in datasets:
         lines += [f"## {dataset}", ""]
         wanted = kinds.get(dataset, [])
@@ -181,7 +183,8 @@ def write_report(metrics_csv: str | Path, summaries: list[str | Path], out_dir: 
         for metric in sorted(table[table.dataset == dataset].metric.unique()):
             means, stds = paper_table(table, dataset, metric, auto=auto_epsilons(table, potentials).get(dataset))
             better = "higher" if higher_is_better(metric) else "lower"
-            lines += [f"**{metric_name(metric)}** (`{metric}`; mean ± std over seeds; {better} is better, best in bold)",
+            lines += [f"**{metric_name(metric)}** (`{metric}`; mean ± std over seeds; {better} is better, best in bold)"
+                      f"; eps relative to {eps_note}",
                       "", format_paper_table(means, stds, lower_is_better=better == "lower"), ""]
         dopri = table[(table.dataset == dataset) & (table.solver == "dopri5")]
         if len(dopri):
@@ -214,6 +217,31 @@ def _provenance(git: dict, meta: dict) -> str:
     else:
         text = f"Commit unknown ({git.get('error') or 'no git information'})."
     return text + " Figures: `figures/<name>.png` (and `.pdf` for print); configuration at the end."
+
+
+#: What a relative epsilon is relative to, per ``epsilon_reference`` (sdfm.ot.batch.relative_epsilon).
+_EPS_NOTE = {"inner_product": "the std of the cost -<x, y>",
+             "sq_euclidean": "the std of the cost |x - y|^2 (OTT-JAX's convention)"}
+
+
+def _config_dict(config) -> dict:
+    return (json.loads(config) if isinstance(config, str) else config) or {}
+
+
+def _conventions(config) -> str:
+    """One line: how epsilon is made relative and OT-FM's OT batch (``methods.otfm.ot_batch_size``)."""
+    config = _config_dict(config)
+    reference = config.get("epsilon_reference", "inner_product")
+    text = (f"Epsilon (SD-FM and OT-FM) is relative to {_EPS_NOTE[reference]} on a reference batch "
+            f"(`epsilon_reference: {reference}`).")
+    n = (config.get("methods") or {}).get("otfm", {}).get("ot_batch_size")
+    if n is not None:
+        text += (f" OT-FM solves OT on {n} noise x {n} data points and trains on batches drawn from each plan "
+                 f"(`methods.otfm.ot_batch_size`).")
+    for name, entry in (config.get("datasets") or {}).items():
+        if entry.get("ot_batch_size") is not None:
+            text += f" On {name}, OT-FM's plans hold {entry['ot_batch_size']} pairs (`datasets.{name}.ot_batch_size`)."
+    return text
 
 
 def _config_section(config) -> list[str]:

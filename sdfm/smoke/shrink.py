@@ -77,6 +77,14 @@ def _shrink_epsilons(methods: dict) -> dict:
     return out
 
 
+def _shrink_ot_batch(config: dict, entry: dict) -> None:
+    """A data set's OT-FM plan (its or ``methods.otfm``'s ``ot_batch_size``): two toy training batches."""
+    otfm = config["methods"].get("otfm", {})
+    if entry.get("ot_batch_size", otfm.get("ot_batch_size")) is None:
+        return
+    entry["ot_batch_size"] = 2 * entry.get("train", {}).get("batch_size", config["train"].get("batch_size", 16))
+
+
 def _shrink_studies(studies: dict) -> dict:
     """Each study's entry at toy scale, as its module says (``STUDY.shrink``, :mod:`sdfm.studies`); kept without one."""
     from sdfm.studies import registry
@@ -111,6 +119,7 @@ def shrink_config(config: dict, data_paths: dict[str, str], inception: tuple[str
             if stage in entry:
                 entry[stage] = _shrunk(entry[stage], stage)
         _shrink_evaluate(config, name, entry)
+        _shrink_ot_batch(config, entry)
         options = entry.setdefault("options", {})
         if entry["source"] in TOY_DATASETS:
             options.update({k: min(options.get(k, v), v) for k, v in TOY_POINTS.items()})

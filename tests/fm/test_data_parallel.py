@@ -26,6 +26,8 @@ def _model(mean_flow=False):
 
 
 def _coupling(method):
+    if method == "otfm_plan":  # OT plans of 128 pairs: two global batches each, every rank solving the same plan
+        return make_coupling("otfm", DATA, ot_batch_size=128)
     potential = SemidiscretePotential(DATA, -0.5 * DATA.square().sum(1)) if method == "sdfm" else None
     return make_coupling(method, DATA, potential=potential)
 
@@ -91,7 +93,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         results = {}
-        for method in ("sdfm", "fm"):
+        for method in ("sdfm", "fm", "otfm_plan"):
             config = TrainConfig(steps=6, batch_size=64, progress=False, checkpoint_every=3)
             whole = train(_model(), _coupling(method), config, sample_shape=(2,))
             # a run stopped after its step-3 checkpoint, resumed by a second call on the same file
@@ -110,7 +112,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
 def test_two_gloo_ranks_equal_one_process_and_resume(tmp_path):
     mp.spawn(_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = torch.load(tmp_path / "ranks.pt")
-    for method in ("sdfm", "fm"):
+    for method in ("sdfm", "fm", "otfm_plan"):
         single = train(_model(), _coupling(method), TrainConfig(steps=6, batch_size=64, progress=False),
                        sample_shape=(2,))
         weights, ema, resumed, losses = ranks[method]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
 from sdfm.fm.objectives import (
+    draw_unit_times,
     draw_label_dropout,
     draw_mean_flow_times,
     flow_matching_loss,
@@ -159,8 +162,9 @@ def test_objective_loss_passes_the_mean_flow_options(power):
 
 
 def test_adaptive_weighting_divides_by_the_stopped_error():
-    # loss = mean_i e_i / stop_grad(e_i + c)^p, e_i the per-sample mean squared error, c = 1e-3: the weights
-    # carry no gradient, so d loss = mean_i d e_i / (e_i + c)^p.
+    # loss = mean_i e_i / stop_grad(|err_i|^2 + c)^p, e_i the per-sample mean squared error, |err_i|^2 its sum
+    # over coordinates (Geng et al.'s squared L2 norm), c = 1e-3: the weights carry no gradient, so
+    # d loss = mean_i d e_i / (|err_i|^2 + c)^p.
     x0, x1, labels = _pairs()
     r = torch.linspace(0.0, 0.5, 64, dtype=torch.float64)
     t = torch.linspace(0.5, 1.0, 64, dtype=torch.float64)
@@ -170,9 +174,56 @@ def test_adaptive_weighting_divides_by_the_stopped_error():
     (grad,) = torch.autograd.grad(loss, model.a)
     u, target = mean_flow_target(model, interpolate(x0, x1, r), r, t, x1 - x0, labels)
     error = (u - target).square().mean(dim=1)
-    weights = 1.0 / (error.detach() + 1e-3) ** power
+    weights = 1.0 / ((u - target).square().sum(dim=1).detach() + 1e-3) ** power
     expected = (error * weights).mean()
     (expected_grad,) = torch.autograd.grad(expected, model.a, retain_graph=True)
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
     assert float(grad) == pytest.approx(float(expected_grad), rel=1e-10)
     assert abs(float(expected_grad) / float(torch.autograd.grad(error.mean(), model.a)[0]) - 1) > 0.1  # weights matter
+
+
+def test_adaptive_power_zero_is_exactly_the_plain_mean_squared_error():
+    x0, x1, labels = _pairs()
+    r = torch.linspace(0.0, 0.5, 64, dtype=torch.float64)
+    t = torch.linspace(0.5, 1.0, 64, dtype=torch.float64)
+    model = _LabelledU()
+    loss = mean_flow_loss(model, x0, x1, r, t, labels, adaptive_power=0.0)
+    u, target = mean_flow_target(model, interpolate(x0, x1, r), r, t, x1 - x0, labels)
+    assert torch.equal(loss, (u - target).square().mean())
+    # with p > 0 the gradient differs from that of the un-stopped weighted loss e / (|err|^2 + c)^p
+    loss = mean_flow_loss(model, x0, x1, r, t, labels, adaptive_power=1.0)
+    (grad,) = torch.autograd.grad(loss, model.a)
+    u, target = mean_flow_target(model, interpolate(x0, x1, r), r, t, x1 - x0, labels)
+    sq = (u - target).square()
+    unstopped = (sq.mean(dim=1) / (sq.sum(dim=1) + 1e-3)).mean()
+    (grad_unstopped,) = torch.autograd.grad(unstopped, model.a)
+    assert abs(float(grad) - float(grad_unstopped)) > 1e-3 * abs(float(grad))
+
+
+@pytest.mark.parametrize("mean, std", [(0.4, 1.0), (-2.0, 2.0)])
+def test_logit_normal_times_follow_their_distribution(mean, std):
+    from scipy import stats
+
+    def cdf(s):
+        return stats.norm.cdf((np.log(s) - np.log1p(-s) - mean) / std)
+
+    time = {"distribution": "logit_normal", "mean": mean, "std": std}
+    gen = torch.Generator().manual_seed(7)
+    r, t = draw_mean_flow_times(20_000, gen, equal_fraction=1.0, time=time)
+    assert torch.equal(r, t)
+    assert stats.kstest(t.double().numpy(), cdf).pvalue > 1e-3
+    r, t = draw_mean_flow_times(20_000, gen, equal_fraction=0.0, time=time)
+    assert bool((r <= t).all())
+    assert stats.kstest(t.double().numpy(), lambda s: cdf(s) ** 2).pvalue > 1e-3  # max of two draws
+    assert stats.kstest(r.double().numpy(), lambda s: 1 - (1 - cdf(s)) ** 2).pvalue > 1e-3  # min of two
+    # a wrong mean is rejected: the test can fail
+    assert stats.kstest(t.double().numpy(), lambda s: stats.norm.cdf((np.log(s) - np.log1p(-s) - mean - 0.1) / std)
+                        ** 2).pvalue < 1e-3
+
+
+def test_uniform_times_keep_the_random_stream_and_bad_distributions_fail():
+    a = draw_mean_flow_times(50, torch.Generator().manual_seed(1), 0.5)
+    b = draw_mean_flow_times(50, torch.Generator().manual_seed(1), 0.5, time={"distribution": "uniform"})
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="logit_normal"):
+        draw_unit_times(3, torch.Generator(), {"distribution": "beta"})

@@ -76,3 +76,21 @@ def test_the_recorded_absolute_epsilon_is_eps_rel_times_the_std_of_the_reference
     assert saved["epsilon"] == summary["epsilon_abs"]
     run = open_client(ctx.results_dir).get_run(summary["mlflow_run_id"])
     assert float(run.data.params["epsilon_abs"]) == pytest.approx(summary["epsilon_abs"], rel=1e-9)
+
+
+def test_sq_euclidean_reference_makes_epsilon_absolute_from_the_squared_distances(moons):
+    # epsilon_reference sq_euclidean: eps_abs = eps_rel * std(|x_i - y_j|^2) / 2 on the same seeded batch
+    root, ctx = moons
+    seed, eps_rel, reference = 2, 0.3, 128
+    summary = potential_jobs.fit_potential_job(root / "moons.npz", "moons", eps_rel, SETTINGS, root / "p.pt",
+                                               root / "p.json", ctx, seed=seed, reference_batch=reference,
+                                               epsilon_reference="sq_euclidean")
+    y = load_prepared(root / "moons.npz").flat_train()
+    replay = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(y.shape[0], generator=replay)[:reference]
+    x = torch.randn(reference, y.shape[1], generator=replay)
+    sq = torch.cdist(x.double(), y[rows].double()).square()
+    assert summary["epsilon_abs"] == pytest.approx(eps_rel * float(sq.std()) / 2, rel=1e-5)
+    assert summary["epsilon_reference"] == "sq_euclidean"
+    run = open_client(ctx.results_dir).get_run(summary["mlflow_run_id"])
+    assert run.data.tags["epsilon_reference"] == "sq_euclidean"

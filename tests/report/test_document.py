@@ -252,3 +252,17 @@ def test_trajectories_of_the_same_noise_start_at_the_same_points(finished):
     assert [p["paths"].shape for p in panels] == [(5, 5, 2)] * 2
     np.testing.assert_array_equal(panels[0]["paths"][0], panels[1]["paths"][0])
     assert all(p["curvature"] >= 0 for p in panels)
+
+
+def test_report_states_the_epsilon_reference_and_the_ot_batch(finished, tmp_path):
+    root = finished["root"]
+    config = {"epsilon_reference": "sq_euclidean", "methods": {"otfm": {"epsilons": [0.0], "ot_batch_size": 4096}}}
+    text = write_report(root / "metrics.csv", finished["summaries"], tmp_path, {"experiment": "unit", "commit": "abc",
+                        "config": json.dumps(config)}, figures_wanted=[]).read_text()
+    assert "relative to the std of the cost |x - y|^2 (OTT-JAX's convention) on a reference batch" in text
+    assert "OT-FM solves OT on 4096 noise x 4096 data points" in text
+    assert "best in bold); eps relative to the std of the cost |x - y|^2" in text
+    plain = write_report(root / "metrics.csv", finished["summaries"], tmp_path / "plain", {"experiment": "unit",
+                         "commit": "abc"}, figures_wanted=[]).read_text()
+    assert "(`epsilon_reference: inner_product`)" in plain and "OT-FM solves" not in plain
+    assert "best in bold); eps relative to the std of the cost -<x, y>" in plain

@@ -49,8 +49,11 @@ def test_the_toy_config_keeps_every_variant(path, tmp_path):
             assert small["evaluate"]["inception_weights"] == str(tmp_path / "inception.pth")
         if "path" in entry.get("options", {}):
             assert small["options"]["path"].startswith(str(tmp_path))
+        own_ot = entry.get("ot_batch_size", config["methods"].get("otfm", {}).get("ot_batch_size"))
+        assert (small["ot_batch_size"] is None) == (own_ot is None)
+        assert small["ot_batch_size"] is None or small["ot_batch_size"] == 2 * small["train"]["batch_size"]
     assert {(j["dataset"], j["method"]) for j in job_grid(toy)} == {
-        (d, m) for d in config["datasets"] for m in config["methods"]}
+        (d, m) for d in config["datasets"] for m in config["methods"] if m in config["datasets"][d].get("methods", [m])}
 
 
 def test_epsilons_keep_the_extremes_and_auto(tmp_path):

@@ -14,10 +14,16 @@ def potential_settings(dataset):
 
 
 def potential_arguments(dataset):
-    """``--reference-batch N`` and ``--pca-dim k`` (when set) of `dataset`'s fit."""
+    """``--reference-batch N``, ``--pca-dim k`` and ``--epsilon-reference`` (when set) of `dataset`'s fit."""
     potential = dataset_settings(config, dataset)["potential"]
     pca = f"--pca-dim {potential['pca_dim']} " if potential.get("pca_dim") is not None else ""
-    return f"--reference-batch {potential['reference_batch']} {pca}"
+    return f"--reference-batch {potential['reference_batch']} {pca}{epsilon_reference_flag()}"
+
+
+def epsilon_reference_flag():
+    """``--epsilon-reference X`` when the config's ``epsilon_reference`` is not the default ``inner_product``."""
+    reference = config.get("epsilon_reference", "inner_product")
+    return "" if reference == "inner_product" else f"--epsilon-reference {reference} "
 
 
 def potential_launcher(dataset):

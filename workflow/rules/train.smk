@@ -14,6 +14,14 @@ def train_launcher(dataset):
     return "sdfm" if k == 1 else f"torchrun --standalone --nproc-per-node {k} -m sdfm.cli"
 
 
+def otfm_flags(method, dataset):
+    """OT-FM's ``--ot-batch-size n`` (the data set's, else methods.otfm.ot_batch_size) and ``--epsilon-reference``, when set."""
+    if method != "otfm":
+        return ""
+    n = dataset_settings(config, dataset)["ot_batch_size"]
+    return (f"--ot-batch-size {n} " if n is not None else "") + epsilon_reference_flag()
+
+
 def train_inputs(wc):
     inputs = {"data": f"{R}/data/{wc.dataset}.npz"}
     if wc.method == "sdfm":
@@ -34,6 +42,7 @@ rule train:
         distributed=lambda wc: "--distributed" if train_processes(wc.dataset) > 1 else "",
         potential=lambda wc, input: f"--potential {shlex.quote(input.potential)}" if wc.method == "sdfm" else "",
         conditional=lambda wc: conditional_flag(wc.dataset),
+        otfm=lambda wc: otfm_flags(wc.method, wc.dataset),
         checkpoint=f"{RUN_DIR}/checkpoint.pt",
     log:
         f"{R}/logs/train/{{dataset}}/{{method}}-eps{{epsilon}}-seed{{seed}}.log",
@@ -48,5 +57,5 @@ rule train:
         "{params.launcher} train {JOB_ARGS} {params.distributed} --threads {threads} --data {input.data:q} "
         "--dataset {wildcards.dataset} "
         "--method {wildcards.method} --epsilon {wildcards.epsilon} --seed {wildcards.seed} "
-        "--model {params.model:q} --train {params.train:q} {params.potential} {params.conditional} "
+        "--model {params.model:q} --train {params.train:q} {params.potential} {params.conditional} {params.otfm}"
         "--out {output.model:q} --checkpoint {params.checkpoint:q} > {log:q} 2>&1"

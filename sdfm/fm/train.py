@@ -242,6 +242,20 @@ def _loss(run: _Run, coupling: Coupling, sample_shape, rows, conditional: bool, 
         ).float()
 
 
+def _gradient_step(run: _Run, loss: torch.Tensor, saved_at: int) -> None:
+    """Backward, the ranks' gradient average, clipping (a non-finite norm raises), the Adam step and the EMA."""
+    model, config = run.model, run.config
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    data_parallel.average_gradients(model)
+    if config.grad_clip:
+        norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+        if not math.isfinite(norm):
+            raise TrainingDiverged(f"gradient norm is {norm} at step {run.step + 1}; last checkpoint at step {saved_at} kept")
+    run.optimizer.step()
+    _update_ema(run.ema, model, min(config.ema_decay, (1.0 + run.step) / (10.0 + run.step)))
+
+
 def train(
     model: nn.Module,
     coupling: Coupling,
@@ -296,17 +310,7 @@ def train(
             value = data_parallel.mean_value(loss)  # the global batch's loss, the same on every rank
             if not math.isfinite(value):
                 raise TrainingDiverged(f"loss is {value} at step {run.step + 1}; last checkpoint at step {saved_at} kept")
-            run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            data_parallel.average_gradients(model)
-            if config.grad_clip:
-                norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-                if not math.isfinite(norm):
-                    raise TrainingDiverged(
-                        f"gradient norm is {norm} at step {run.step + 1}; last checkpoint at step {saved_at} kept"
-                    )
-            run.optimizer.step()
-            _update_ema(ema, model, min(config.ema_decay, (1.0 + run.step) / (10.0 + run.step)))
+            _gradient_step(run, loss, saved_at)
             run.step += 1
             run.losses.append(value)
             run.step_seconds += time.perf_counter() - run.sampled_at

@@ -14,6 +14,7 @@ import scipy.linalg
 import torch
 
 from sdfm.ot import fit_potential, gap_scale
+from sdfm.ot.solver_init import gaussian_conjugate, gaussian_conjugate_from_gram, initial_potential
 from sdfm.ot.kernel import augment_keys
 
 
@@ -90,3 +91,20 @@ def test_the_initial_potentials_follow_their_formulas(init):
     expected = torch.as_tensor(expected - (b.numpy() * expected).sum())
     pot = fit_potential(y, weights=b, steps=1, lr=0.0, averaging="none", init=init, eval_batch=256, progress=False)
     torch.testing.assert_close(pot.g, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("n, d", [(30, 200), (64, 64), (5, 12)])
+def test_the_gram_route_of_the_gaussian_start_equals_the_covariance_route(n, d):
+    # N <= d: the N x N Gram eigendecomposition gives the d x d route's g_j = -1/2 c_j^T S^(-1/2) c_j, the
+    # floored zero eigenvalues of S included (no point has a component along them).
+    gen = torch.Generator().manual_seed(n + d)
+    y = torch.randn(n, d, generator=gen, dtype=torch.float64) * torch.linspace(0.1, 3.0, d, dtype=torch.float64)
+    centred = y - y.mean(dim=0)
+    by_covariance = gaussian_conjugate(centred, centred.T @ centred / (n - 1))
+    by_gram = gaussian_conjugate_from_gram(centred)
+    torch.testing.assert_close(by_gram, by_covariance, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(initial_potential(y, "gaussian"), by_covariance, rtol=1e-6, atol=1e-8)
+    # with C = U diag(s) V^T: c_j^T S^(-1/2) c_j = (N - 1)^(1/2) sum_k U_jk^2 s_k = (N - 1)^(1/2) [(C C^T)^(1/2)]_jj
+    gram = (centred @ centred.T).numpy()
+    expected = -0.5 * np.sqrt(n - 1) * np.diag(np.real(scipy.linalg.sqrtm(gram)))
+    np.testing.assert_allclose(by_gram.numpy(), expected, rtol=1e-5, atol=1e-8)

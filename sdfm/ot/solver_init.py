@@ -13,7 +13,7 @@ from torch import Tensor
 
 from sdfm.ot.kernel import augment_keys, augment_queries, reduce_scores
 
-__all__ = ["gaussian_conjugate", "initial_potential", "nearest_centre", "squared_norms", "target_weights"]
+__all__ = ["gaussian_conjugate", "gaussian_conjugate_from_gram", "initial_potential", "nearest_centre", "squared_norms", "target_weights"]
 
 
 def nearest_centre(points: Tensor, centres: Tensor, block_elems: int) -> Tensor:

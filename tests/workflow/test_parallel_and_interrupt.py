@@ -58,8 +58,9 @@ def test_eight_parallel_jobs_lose_no_run_param_or_metric(tmp_path):
     keys = {(r.data.tags["method"], r.data.tags["epsilon_rel"], r.data.tags["seed"]) for r in train}
     assert len(keys) == TRAIN_JOBS
     expected_points = PARALLEL["train"]["steps"] // PARALLEL["train"]["log_every"]
-    param_sets = {frozenset(r.data.params) for r in train}
-    assert len(param_sets) == 1 and len(next(iter(param_sets))) > 10
+    for method in PARALLEL["methods"]:  # the runs of a method hold the same params (SD-FM's add its potential's)
+        param_sets = {frozenset(r.data.params) for r in train if r.data.tags["method"] == method}
+        assert len(param_sets) == 1 and len(next(iter(param_sets))) > 10, (method, param_sets)
     for run in train:
         history = client.get_metric_history(run.info.run_id, "loss")
         assert sorted(m.step for m in history) == [PARALLEL["train"]["log_every"] * (i + 1) for i in range(expected_points)]

@@ -37,10 +37,10 @@ readme-figures:
 # The suite minus the long cases (kill -9 and resume, parallel DAGs, a tracking server, SLURM);
 # CI runs `make test`, then `make test-slow`.
 test: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 test-slow: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow --durations=60
 
 test-all: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q

@@ -31,8 +31,9 @@ TOY = {
 }
 #: Samples per (solver, NFE): images (Inception at 299 px costs ~0.3 s an image on a CPU), points.
 IMAGE_SAMPLES, POINT_SAMPLES = 4, 200
-#: Noise paths of the curvature metric (512 Euler-32 paths through an attention UNet: minutes on a CPU).
-CURVATURE_PATHS = 16
+#: Noise paths of the curvature metric (512 Euler-32 paths through an attention UNet: minutes on a CPU;
+#: 16 still took 63% of a toy ImageNet-64 evaluate job, ~18 s of its 28).
+CURVATURE_PATHS = 4
 TOY_POINTS = {"n_train": 1000, "n_test": 300}
 
 

@@ -227,6 +227,7 @@ def _fit(launcher, problem: PotentialProblem, keys, y, fingerprint, dataset, dat
             "dataset": dataset, "epsilon_rel": eps_rel, "epsilon_abs": eps_abs,
             "epsilon_reference": problem.epsilon_reference, "fit_seconds": seconds,
             "steps_run": history["steps_run"], "final_chi2": final,
+            "stopped_by_threshold": bool(history.get("stopped_by_threshold", False)),
             "chi2_curve": {"step": history["step"], "chi2": history["chi2"]},
             "lr0": history["lr0"], "gap_scale": history["gap_scale"], "diverging": history["diverging"],
             **({"world_size": launcher.world} if isinstance(launcher, ShardedRanks) else {}),

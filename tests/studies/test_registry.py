@@ -71,11 +71,20 @@ def _schema_with_dummy(tmp_path) -> Path:
 
 def test_the_shipped_studies_are_registered_with_their_subcommands():
     studies = registry()
-    assert list(studies) == ["adaptive_epsilon", "convergence", "pca"]
+    assert list(studies) == ["adaptive_epsilon", "chi2_quality", "convergence", "pca"]
     commands = _parser()._subparsers._group_actions[0].choices
-    for name in ("adaptive-epsilon-study", "convergence-study", "convergence-report", "pca-study", "pca-study-report"):
+    for name in ("adaptive-epsilon-study", "chi2-quality-study", "convergence-study", "convergence-report", "pca-study", "pca-study-report"):
         assert name in commands
     assert studies["convergence"].defaults["fit_from"] == 64
+
+
+def test_every_study_rule_can_be_given_resources_in_the_config():
+    """A study's rules are keys of the schema's ``resources`` (a validated config validates again)."""
+    schema = yaml.safe_load(DEFAULT_SCHEMA.read_text())
+    rules = {rule for study in registry().values() for rule in study.resources}
+    assert rules and rules <= set(schema["properties"]["resources"]["properties"])
+    config = validate_config({**load_config_file(REPO / "config.yaml"), "studies": {}})
+    assert validate_config(config)["resources"] == config["resources"]
 
 
 def test_a_new_study_gets_its_subcommands_check_defaults_resources_and_toy_scale(dummy_study, tmp_path, capsys):

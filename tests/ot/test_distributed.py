@@ -22,7 +22,8 @@ from gloo_spawn import free_port, run_ranks
 from scipy.stats import chi2 as chi2_distribution
 
 from sdfm.ot import SemidiscretePotential, fit_potential
-from sdfm.ot.distributed import ShardedPotential, fit_potential_sharded, shard_bounds
+from sdfm.ot.distributed import ShardedPotential, ShardedReducer, fit_potential_sharded, shard_bounds
+from sdfm.ot.solver_init import initial_potential
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -172,6 +173,43 @@ def test_eps_positive_sharded_draw_follows_the_global_softmax(sharded):
     assert chi2_distribution.sf(pearson, df=20) > 1e-3, pearson
     assert float((counts / DRAW_REPEATS - probs).abs().max()) < 0.015
     assert counts[:, :3].sum() > 0 and counts[:, 3:].sum() > 0  # both shards win some draws
+
+
+FEW = {"even": (12, 20), "uneven": (13, 20)}  # N <= d: shards of 6 + 6 and of 7 + 6 points
+
+
+def _few_points(n: int, d: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(n)
+    return torch.randn(n, d, generator=gen, dtype=torch.float64) * torch.linspace(2.0, 0.5, d, dtype=torch.float64) + 1
+
+
+def _gaussian_start_rank(rank: int, world: int, out: str) -> dict:
+    import sdfm.ot.shards as shards
+
+    def no_d_by_d(*args):
+        raise AssertionError("the d x d covariance route ran with N <= d")
+
+    shards.gaussian_conjugate = no_d_by_d  # this spawned process only
+    starts = {}
+    for name, (n, d) in FEW.items():
+        start, stop = shard_bounds(n, world, rank)
+        starts[name] = ShardedReducer(stop - start, "cpu").initial_potential(_few_points(n, d)[start:stop], "gaussian")
+    return starts
+
+
+def test_the_sharded_gaussian_start_with_few_points_is_the_one_process_start(tmp_path):
+    """N <= d: the ranks gather the centred shards and take the Gram route, as one process does.
+
+    They differ from the one-process start only by the summation order of the mean (an all-reduce
+    of shard sums), which the Gram matrix's near-zero eigenvalue (centred points span N - 1
+    dimensions) carries into g: measured 2e-15 (even) and 4e-14 (uneven) of the start's range; we
+    ask for 1e-12. The ranks' d x d covariance route is replaced by a failure, so it cannot run."""
+    ranks = run_ranks(_gaussian_start_rank, WORLD, tmp_path)
+    for name, (n, d) in FEW.items():
+        one = initial_potential(_few_points(n, d), "gaussian")
+        two = torch.cat([rank[name] for rank in ranks])
+        assert two.shape == (n,) and two.dtype == torch.float64
+        assert float((two - one).abs().max()) <= 1e-12 * float(one.max() - one.min())
 
 
 def _three_rank_draws(rank: int, world: int, out: str) -> torch.Tensor:

@@ -38,20 +38,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.distributed as dist
 import yaml
 
 from bench_kernel import StepState
 from bench_train_ddp import train_ddp_rows
 from common import (BENCH_DIR, ROOT, bench_style, interleaved_medians, machine_note, rank_counts, save_figure,
-                    spawned_seconds, sync, write_csv)
+                    spawned_step_seconds, sync, write_csv)
 from sdfm.models import build_model
 from sdfm.ot import chi2_unbiased, fit_potential
 from sdfm.ot.kernel import augment_keys, augment_queries, reduce_scores
@@ -267,40 +264,27 @@ def time_to_target(frame: pd.DataFrame) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------- ddp
-def _ddp_rank(rank: int, world: int, port: int, grid: dict, device_type: str, out: str) -> None:
+def _ddp_setup(grid: dict, rank: int, world: int, device: torch.device):
+    """This rank's shard of the points; returns the ``prepare`` of :func:`common.per_step_seconds`: a sharded
+    fit of the given steps (one evaluation, at the end)."""
     from sdfm.ot.distributed import fit_potential_sharded, shard_bounds
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    if device_type == "cuda":
-        torch.cuda.set_device(rank)
-    else:
-        torch.set_num_threads(1)
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=600))
-    try:
-        device = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
-        y = torch.randn(grid["n"], grid["d"], generator=torch.Generator().manual_seed(0))
-        start, stop = shard_bounds(grid["n"], world, rank)
-        shard = y[start:stop].to(device)
-        times = []
-        for steps in grid["steps"]:
-            dist.barrier()
-            began = time.perf_counter()
-            fit_potential_sharded(shard, steps=steps, batch_size=grid["batch"], eval_every=steps, eval_batch=1024,
-                                  progress=False)
-            sync(device)
-            times.append(time.perf_counter() - began)
-        if rank == 0:
-            Path(out).write_text(repr((times[1] - times[0]) / (grid["steps"][1] - grid["steps"][0])))
-    finally:
-        dist.destroy_process_group()
+    y = torch.randn(grid["n"], grid["d"], generator=torch.Generator().manual_seed(0))
+    start, stop = shard_bounds(grid["n"], world, rank)
+    shard = y[start:stop].to(device)
+
+    def prepare(steps: int):
+        return lambda: fit_potential_sharded(shard, steps=steps, batch_size=grid["batch"], eval_every=steps,
+                                             eval_batch=1024, progress=False)
+
+    return prepare
 
 
 def ddp_rows(grid: dict, device: str, log=print) -> list[dict]:
     device_type = torch.device(device).type
     rows = []
     for world in rank_counts(device_type):
-        step_s = spawned_seconds(_ddp_rank, world, grid, device_type)
+        step_s = spawned_step_seconds(_ddp_setup, world, grid, device_type)
         rows.append(dict(ranks=world, n=grid["n"], d=grid["d"], batch=grid["batch"], step_s=step_s))
         rows[-1]["speedup"] = rows[0]["step_s"] / step_s
         log(_row_text(rows[-1]))

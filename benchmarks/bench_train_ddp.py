@@ -10,15 +10,9 @@ or gloo ranks of one thread on CPU. A section of ``bench_gpu.py`` (``--sections 
 
 from __future__ import annotations
 
-import os
-import time
-from datetime import timedelta
-from pathlib import Path
-
 import torch
-import torch.distributed as dist
 
-from common import rank_counts, spawned_seconds, sync
+from common import rank_counts, spawned_step_seconds
 from sdfm.fm.couplings import make_coupling
 from sdfm.ot import SemidiscretePotential
 from sdfm.fm.train import TrainConfig, train
@@ -26,37 +20,23 @@ from sdfm.fm.train import TrainConfig, train
 __all__ = ["train_ddp_rows"]
 
 
-def _rank(rank: int, world: int, port: int, grid: dict, device_type: str, out: str) -> None:
+def _setup(grid: dict, rank: int, world: int, device: torch.device):
+    """This rank's coupling (uniform images, the nearest-neighbour potential); returns the ``prepare`` of
+    :func:`common.per_step_seconds`: a fresh UNet trained for the given steps at the global batch."""
     from bench_gpu import _unet
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    if device_type == "cuda":
-        torch.cuda.set_device(rank)
-    else:
-        torch.set_num_threads(1)
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=600))
-    try:
-        device = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
-        side = grid["side"]
-        gen = torch.Generator(device=device).manual_seed(0)
-        data = torch.rand(grid["n"], 3 * side * side, generator=gen, device=device).mul_(2).sub_(1)
-        potential = SemidiscretePotential(data, -0.5 * data.double().square().sum(dim=1).float())
-        coupling = make_coupling("sdfm", data, potential=potential)
-        times = []
-        for steps in (grid["steps"][0], *grid["steps"]):  # the first run warms up (allocator, autocast, threads)
-            model = _unet(grid["model"], side, device)
-            config = TrainConfig(steps=steps, batch_size=grid["batch"], precision=grid["precision"], progress=False)
-            dist.barrier()
-            sync(device)
-            began = time.perf_counter()
-            train(model, coupling, config, sample_shape=(3, side, side))
-            sync(device)
-            times.append(time.perf_counter() - began)
-        if rank == 0:
-            Path(out).write_text(repr((times[2] - times[1]) / (grid["steps"][1] - grid["steps"][0])))
-    finally:
-        dist.destroy_process_group()
+    side = grid["side"]
+    gen = torch.Generator(device=device).manual_seed(0)
+    data = torch.rand(grid["n"], 3 * side * side, generator=gen, device=device).mul_(2).sub_(1)
+    potential = SemidiscretePotential(data, -0.5 * data.double().square().sum(dim=1).float())
+    coupling = make_coupling("sdfm", data, potential=potential)
+
+    def prepare(steps: int):
+        model = _unet(grid["model"], side, device)
+        config = TrainConfig(steps=steps, batch_size=grid["batch"], precision=grid["precision"], progress=False)
+        return lambda: train(model, coupling, config, sample_shape=(3, side, side))
+
+    return prepare
 
 
 def train_ddp_rows(grid: dict, device: str, log=print) -> list[dict]:
@@ -66,7 +46,7 @@ def train_ddp_rows(grid: dict, device: str, log=print) -> list[dict]:
     for world in rank_counts(device_type):
         if grid["batch"] % world:
             continue
-        step_s = spawned_seconds(_rank, world, grid, device_type)
+        step_s = spawned_step_seconds(_setup, world, grid, device_type, warmup=True)
         row = dict(ranks=world, n=grid["n"], d=3 * grid["side"] ** 2, batch=grid["batch"], precision=grid["precision"],
                    step_s=step_s)
         row["speedup"] = rows[0]["step_s"] / step_s if rows else 1.0

@@ -13,6 +13,8 @@ import os
 import statistics
 import sys
 import time
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,8 +33,13 @@ __all__ = [
     "extrapolate",
     "fit_power_law",
     "interleaved_medians",
+    "joined_rank",
     "machine_note",
+    "per_step_seconds",
+    "rank_counts",
     "save_figure",
+    "spawned_seconds",
+    "spawned_step_seconds",
     "sync",
     "timed",
     "write_csv",
@@ -141,7 +148,6 @@ def extrapolate(x: Sequence[float], t: Sequence[float], at: float, exponent: flo
     return t_last * (at / x_last) ** b
 
 
-
 def rank_counts(device_type: str) -> list[int]:
     """The process counts a scaling benchmark runs: 1, 2, 4, 8 and all GPUs present (1 and 2 gloo ranks on CPU)."""
     import torch
@@ -165,6 +171,65 @@ def spawned_seconds(worker: Callable, world: int, *args) -> float:
         out = os.path.join(tmp, "seconds")
         mp.spawn(worker, args=(world, port, *args, out), nprocs=world, join=True)
         return float(Path(out).read_text())
+
+
+@contextmanager
+def joined_rank(rank: int, world: int, port: int, device_type: str):
+    """Join this spawned rank to the process group on 127.0.0.1:``port`` and yield its device.
+
+    One GPU per rank under NCCL (``cuda:rank``), or a gloo rank of one CPU thread; the group is
+    destroyed on the way out.
+    """
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if device_type == "cuda":
+        torch.cuda.set_device(rank)
+    else:
+        torch.set_num_threads(1)
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=600))
+    try:
+        yield torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
+    finally:
+        dist.destroy_process_group()
+
+
+def per_step_seconds(prepare: Callable[[int], Callable[[], object]], steps: tuple[int, int], device,
+                     warmup: bool = False) -> float:
+    """Seconds per step of a run on every rank, ``(t_b - t_a) / (b - a)`` for ``steps = (a, b)``.
+
+    ``prepare(s)`` sets up a run of ``s`` steps (untimed: a fresh model, its config) and returns the
+    call to time; each call starts after a barrier of all ranks and ends synchronised, so start-up
+    costs common to both runs cancel. ``warmup``: a first run of ``a`` steps whose time is not used
+    (allocator, autocast, thread pools).
+    """
+    import torch.distributed as dist
+
+    times = []
+    for count in ((steps[0],) if warmup else ()) + tuple(steps):
+        run = prepare(count)
+        dist.barrier()
+        times.append(timed(run, device))
+    return (times[-1] - times[-2]) / (steps[1] - steps[0])
+
+
+def _step_seconds_rank(rank: int, world: int, port: int, setup: Callable, grid: dict, device_type: str,
+                       warmup: bool, out: str) -> None:
+    with joined_rank(rank, world, port, device_type) as device:
+        seconds = per_step_seconds(setup(grid, rank, world, device), grid["steps"], device, warmup)
+        if rank == 0:
+            Path(out).write_text(repr(seconds))
+
+
+def spawned_step_seconds(setup: Callable, world: int, grid: dict, device_type: str, warmup: bool = False) -> float:
+    """Seconds per step on ``world`` spawned ranks (:func:`joined_rank`, :func:`per_step_seconds`), as rank 0 times it.
+
+    ``setup(grid, rank, world, device)`` builds a rank's data and returns its ``prepare`` (see
+    :func:`per_step_seconds`); it must be a module-level function (the spawned ranks import it).
+    """
+    return spawned_seconds(_step_seconds_rank, world, setup, grid, device_type, warmup)
 
 
 def write_csv(rows: list[dict] | pd.DataFrame, path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:

@@ -31,6 +31,7 @@ the weights' SHA-256; every feature space makes at most one pass over the test s
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -124,9 +125,6 @@ def save_sample_array(samples: torch.Tensor, path: str | Path, labels: torch.Ten
     return path
 
 
-# Long (122 lines): the sampling loop over (solver, NFE, guidance) with its scores, sample files and MLflow
-# calls in one place; to be split into the sample grid and the scoring of one sample set (ARCHITECTURE.md,
-# "Not done yet").
 def evaluate_run(
     data_path: str | Path,
     model_path: str | Path,
@@ -159,32 +157,9 @@ def evaluate_run(
         if not state.get("epsilon_auto"):
             raise ValueError(f"{model_path} was not trained with epsilon 'auto': pass its numeric epsilon")
         epsilon_rel = float(state["epsilon_rel"])
-    images = data.kind == "images"
-    reference = data.test
-    # Points: n samples against the first n held-out points. Images: n samples, and the
-    # Frechet distances compare them with the whole test split.
-    cap = reference.shape[0] if not images else None
-    n = settings["n_samples"] if cap is None else min(settings["n_samples"], cap)
-    n_ref = min(n, reference.shape[0])
-    num_classes = state.get("model_extra", {}).get("num_classes")
-    labels = None
-    if num_classes is not None:
-        labels = torch.randint(num_classes, (n,), generator=torch.Generator().manual_seed(seed + 11))
-    scales = [float(g) for g in settings.get("guidance", [1.0])] if labels is not None else [1.0]
-    superres = state.get("superres")  # super-resolution: sample y given z = avgpool_f(test y) (sdfm.fm.superres)
-    if superres:
-        from sdfm.fm import superres as sr
-
-        n = n_ref = min(n, reference.shape[0])
-        cond, factor = sr.low_res(reference[:n], int(superres["factor"])), int(superres["factor"])
-        sr.save_reference(Path(out).parent / "superres", reference[:n], factor)
-    metrics = settings["metrics"]
-    sample_metrics = [m for m in metrics if m in ("w2", "energy")]
-    image_metrics = [m for m in metrics if m in ("fd", "fid", "kid", "precision", "recall")]
-    scorer = _image_scorer(data_path, reference, image_metrics, dataset, settings, device, feature_net_path,
-                           fid_reference) if image_metrics else None
-    run_dir = Path(out).parent
-    rows, curvatures = [], {}
+    sets = _sample_sets(model, state, data, data_path, dataset, settings, seed, device, Path(out).parent,
+                        feature_net_path, fid_reference)
+    rows = []
     key = {"stage": "evaluate", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed,
            "settings": settings, "model": str(Path(model_path).resolve())}
     tags = {"stage": "evaluate", "dataset": dataset, "method": method, "epsilon_rel": epsilon_rel, "seed": seed}
@@ -194,61 +169,157 @@ def evaluate_run(
         tags["epsilon_abs"] = state["epsilon_abs"]
     name = f"evaluate/{dataset}/{method}/eps{eps_label}/seed{seed}"
     with job_run(ctx.experiment, name, key, tags, ctx.results_dir, data_path) as run:
-        params = {"n_samples": n, "solvers": ",".join(settings["solvers"]), "nfe": ",".join(map(str, settings["nfe"]))}
-        if labels is not None:
-            params["guidance"] = ",".join(map(str, scales))
-        run.log_params(params)
-        # every (solver, NFE, guidance) to sample at; MeanFlow maps take no guidance
-        settings_grid = [(solver, nfe, scale) for solver, nfe in _grid(settings)
-                         for scale in (scales if solver != "meanflow" else [1.0])]
+        run.log_params(sets.params())
+        settings_grid = sets.grid()
         bar = Progress(len(settings_grid), f"evaluate {method} eps={eps_label}", enabled=ctx.progress)
         for solver, nfe, scale in settings_grid:
-            if superres:
-                samples, used = sr.sample_superres(model, cond, data.sample_shape, solver=solver, nfe=nfe,
-                                                   seed=seed, device=device, tol=settings.get("dopri5_tol"))
-            else:
-                samples, used = generate(model, n, data.sample_shape, solver=solver, nfe=nfe, labels=labels,
-                                         guidance=scale, seed=seed, device=device,
-                                         tol=settings.get("dopri5_tol", DOPRI5_TOL))
+            samples, used = sets.sample(solver, nfe, scale)
             label = solver_label(solver, scale)
-            values = {}
-            for metric in sample_metrics:
-                values[metric] = _score(metric, samples[:n_ref], reference[:n_ref], seed)
-            if "curvature" in metrics:
-                paths = settings.get("curvature_samples", CURVATURE_SAMPLES)
-                if scale not in curvatures and superres:  # the paths of the first test conditions
-                    bound = sr.ConditionedVelocity(model, cond[:paths].to(device))
-                    curvatures[scale] = _curvature(bound, data.sample_shape, seed, device, n=len(bound.cond))
-                if scale not in curvatures:
-                    curvatures[scale] = _curvature(model, data.sample_shape, seed, device, labels, scale, n=paths)
-                values["curvature"] = curvatures[scale]
-            if scorer is not None:
-                values.update(scorer(samples))
-            if superres:
-                values.update(sr.superres_scores(samples, reference[:n], metrics))
-                sr.save_panel(run_dir / "superres", f"{solver}_nfe{used}", samples)
-            order = [m for m in metrics if m in values] + [m for m in values if m not in metrics]
-            for metric in order:
+            values = sets.score(samples, solver, scale, used)
+            for metric in [m for m in sets.metrics if m in values] + [m for m in values if m not in sets.metrics]:
                 rows.append([dataset, method, epsilon_rel, eps_label, batch_size, seed, label, used, metric,
                              values[metric]])
-            mlflow_suffix = solver if scale == 1.0 else f"{solver}_g{scale:g}"
-            run.log_metrics({f"{metric}_{mlflow_suffix}": value for metric, value in values.items()}, step=used)
-            if nfe is not None:  # one column per (solver, NFE) too: the runs table shows a metric's last step
-                run.log_metrics({f"{metric}_{mlflow_suffix}_nfe{nfe}": value for metric, value in values.items()})
-            if images:
+            _log_metrics(run, values, solver, scale, nfe, used)
+            if data.kind == "images":
                 stem = f"{solver}_nfe{used}" + ("" if scale == 1.0 else f"_g{scale:g}")
-                _save_images(run, run_dir / "samples", stem, samples, labels, settings.get("save_samples"))
+                _save_images(run, sets.run_dir / "samples", stem, samples, sets.labels, settings.get("save_samples"))
             bar.set_postfix(solver=label, nfe=used, **{m: f"{v:.4g}" for m, v in list(values.items())[:2]})
             bar.update()
         bar.close()
-        if scorer is not None:  # passes over the test split, per feature space (at most one each)
-            print(f"reference passes: {scorer.reference_passes}", flush=True)
-            run.log_metrics({f"reference_passes_{k}": v for k, v in scorer.reference_passes.items()})
+        if sets.scorer is not None:  # passes over the test split, per feature space (at most one each)
+            print(f"reference passes: {sets.scorer.reference_passes}", flush=True)
+            run.log_metrics({f"reference_passes_{k}": v for k, v in sets.scorer.reference_passes.items()})
         table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
         with atomic_path(out) as tmp:
             table.to_csv(tmp, index=False)
         run.log_artifact(out)
     return table
+
+
+def _log_metrics(run, values: dict, solver: str, scale: float, nfe: int | None, used: int) -> None:
+    """One sample set's scores to MLflow: at step ``used`` (the NFE), and once per (solver, NFE) as a column."""
+    mlflow_suffix = solver if scale == 1.0 else f"{solver}_g{scale:g}"
+    run.log_metrics({f"{metric}_{mlflow_suffix}": value for metric, value in values.items()}, step=used)
+    if nfe is not None:  # one column per (solver, NFE) too: the runs table shows a metric's last step
+        run.log_metrics({f"{metric}_{mlflow_suffix}_nfe{nfe}": value for metric, value in values.items()})
+
+
+@dataclass
+class _SampleSets:
+    """A trained model's sample sets at each (solver, NFE, guidance) of the job, and their scores.
+
+    ``n`` samples are drawn per set and scored against the first ``n_ref`` held-out points (points) or
+    the whole test split (images); ``labels`` are the drawn classes of a conditional model (sampled at
+    each guidance scale of ``scales``); ``cond`` holds the low-resolution test images a super-resolution
+    model samples from. Curvatures are computed once per guidance scale.
+    """
+
+    model: torch.nn.Module
+    sample_shape: tuple
+    reference: torch.Tensor
+    settings: dict
+    seed: int
+    device: torch.device
+    run_dir: Path
+    n: int
+    n_ref: int
+    labels: torch.Tensor | None
+    scales: list
+    superres: dict | None
+    cond: torch.Tensor | None
+    scorer: object | None
+    curvatures: dict = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list:
+        """The job's metrics, in the order of its settings."""
+        return self.settings["metrics"]
+
+    def params(self) -> dict:
+        """The job's MLflow parameters: the sample count, the solvers and NFE (and the guidance scales)."""
+        params = {"n_samples": self.n, "solvers": ",".join(self.settings["solvers"]),
+                  "nfe": ",".join(map(str, self.settings["nfe"]))}
+        if self.labels is not None:
+            params["guidance"] = ",".join(map(str, self.scales))
+        return params
+
+    def grid(self) -> list[tuple]:
+        """Every (solver, NFE, guidance) to sample at; MeanFlow maps take no guidance."""
+        return [(solver, nfe, scale) for solver, nfe in _grid(self.settings)
+                for scale in (self.scales if solver != "meanflow" else [1.0])]
+
+    def sample(self, solver: str, nfe: int | None, scale: float) -> tuple[torch.Tensor, int]:
+        """``(samples, the NFE used)`` of one set."""
+        if self.superres:
+            from sdfm.fm import superres as sr
+
+            return sr.sample_superres(self.model, self.cond, self.sample_shape, solver=solver, nfe=nfe,
+                                      seed=self.seed, device=self.device, tol=self.settings.get("dopri5_tol"))
+        return generate(self.model, self.n, self.sample_shape, solver=solver, nfe=nfe, labels=self.labels,
+                        guidance=scale, seed=self.seed, device=self.device,
+                        tol=self.settings.get("dopri5_tol", DOPRI5_TOL))
+
+    def score(self, samples: torch.Tensor, solver: str, scale: float, used: int) -> dict:
+        """``{metric: value}`` of one set: sample metrics, curvature, image scores, super-resolution scores."""
+        metrics, seed = self.metrics, self.seed
+        values = {}
+        for metric in [m for m in metrics if m in ("w2", "energy")]:
+            values[metric] = _score(metric, samples[:self.n_ref], self.reference[:self.n_ref], seed)
+        if "curvature" in metrics:
+            values["curvature"] = self.curvature_at(scale)
+        if self.scorer is not None:
+            values.update(self.scorer(samples))
+        if self.superres:
+            from sdfm.fm import superres as sr
+
+            values.update(sr.superres_scores(samples, self.reference[:self.n], metrics))
+            sr.save_panel(self.run_dir / "superres", f"{solver}_nfe{used}", samples)
+        return values
+
+    def curvature_at(self, scale: float) -> float:
+        """The path curvature at guidance ``scale`` (computed once; a super-resolution model's paths start
+        from the first test conditions)."""
+        paths = self.settings.get("curvature_samples", CURVATURE_SAMPLES)
+        if scale not in self.curvatures and self.superres:
+            from sdfm.fm import superres as sr
+
+            bound = sr.ConditionedVelocity(self.model, self.cond[:paths].to(self.device))
+            self.curvatures[scale] = _curvature(bound, self.sample_shape, self.seed, self.device, n=len(bound.cond))
+        if scale not in self.curvatures:
+            self.curvatures[scale] = _curvature(self.model, self.sample_shape, self.seed, self.device, self.labels,
+                                                scale, n=paths)
+        return self.curvatures[scale]
+
+
+def _sample_sets(model, state: dict, data, data_path, dataset: str, settings: dict, seed: int, device, run_dir: Path,
+                 feature_net_path, fid_reference) -> _SampleSets:
+    """The job's :class:`_SampleSets`: sample counts, drawn labels, super-resolution conditions, image scorer.
+
+    Points: n samples against the first n held-out points. Images: n samples, and the Frechet
+    distances compare them with the whole test split. Super-resolution: one sample per test image
+    (up to n), given ``z = avgpool_f(y)``; its upsampling baselines are saved under ``run_dir/superres``.
+    """
+    reference = data.test
+    cap = reference.shape[0] if data.kind != "images" else None
+    n = settings["n_samples"] if cap is None else min(settings["n_samples"], cap)
+    n_ref = min(n, reference.shape[0])
+    num_classes = state.get("model_extra", {}).get("num_classes")
+    labels = None
+    if num_classes is not None:
+        labels = torch.randint(num_classes, (n,), generator=torch.Generator().manual_seed(seed + 11))
+    scales = [float(g) for g in settings.get("guidance", [1.0])] if labels is not None else [1.0]
+    superres, cond = state.get("superres"), None  # super-resolution: sample y given z = avgpool_f(test y)
+    if superres:
+        from sdfm.fm import superres as sr
+
+        n = n_ref = min(n, reference.shape[0])
+        cond, factor = sr.low_res(reference[:n], int(superres["factor"])), int(superres["factor"])
+        sr.save_reference(run_dir / "superres", reference[:n], factor)
+    image_metrics = [m for m in settings["metrics"] if m in ("fd", "fid", "kid", "precision", "recall")]
+    scorer = _image_scorer(data_path, reference, image_metrics, dataset, settings, device, feature_net_path,
+                           fid_reference) if image_metrics else None
+    return _SampleSets(model, data.sample_shape, reference, settings, seed, device, run_dir, n, n_ref, labels, scales,
+                       superres, cond, scorer)
 
 
 def _image_scorer(data_path, reference, image_metrics, dataset, settings, device, feature_net_path, fid_reference):

@@ -38,11 +38,7 @@ def fit_pca_sharded(y_shard: Tensor, k: int, process_group=None, chunk: int = 65
     if not 1 <= k <= d:
         raise ValueError(f"the PCA dimension must be in 1..{d} (the data dimension), got {k}")
     if n <= d:
-        padded = y_shard.new_zeros((layout.max_local, d), dtype=torch.float64)
-        padded[: y_shard.shape[0]] = y_shard.to(torch.float64)
-        parts = [torch.empty_like(padded) for _ in layout.sizes]
-        dist.all_gather(parts, padded, group=process_group)
-        return fit_pca(torch.cat([part[:size] for part, size in zip(parts, layout.sizes)]), k)
+        return fit_pca(layout.gather_rows(y_shard.to(torch.float64), process_group), k)
     total = torch.zeros(d, dtype=torch.float64, device=y_shard.device)
     for start in range(0, y_shard.shape[0], chunk):
         total += y_shard[start:start + chunk].to(torch.float64).sum(dim=0)

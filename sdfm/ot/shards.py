@@ -20,7 +20,7 @@ from torch import Tensor
 from sdfm.ot.chi2 import chi2_unbiased
 from sdfm.ot.kernel_blocks import row_argmax
 from sdfm.ot.reducer import Reducer
-from sdfm.ot.solver_init import gaussian_conjugate, initial_potential
+from sdfm.ot.solver_init import gaussian_conjugate, gaussian_conjugate_from_gram, initial_potential
 
 __all__ = ["ShardCombine", "ShardLayout", "ShardedReducer", "init_distributed", "rank_generator", "shard_bounds",
            "shard_checkpoint"]
@@ -91,6 +91,15 @@ class ShardLayout:
         if min(sizes) < 1:
             raise ValueError(f"every rank needs at least one point, got shard sizes {sizes}")
         return cls(rank, len(sizes), sum(sizes[:rank]), n_local, sum(sizes), max(sizes), tuple(sizes))
+
+    def gather_rows(self, t: Tensor, group=None) -> Tensor:
+        """Every rank's ``t`` (this shard's rows) concatenated in rank order, (n_total, ...), on every rank.
+
+        Shards may differ in size by one, so each is padded to ``max_local`` rows for the all_gather.
+        """
+        padded = t.new_zeros((self.max_local, *t.shape[1:]))
+        padded[: t.shape[0]] = t
+        return torch.cat([part[:size] for part, size in zip(_all_gather(padded, group), self.sizes)])
 
 
 class ShardCombine:
@@ -166,16 +175,27 @@ class ShardedReducer(Reducer):
         return b / self.total(b.sum())
 
     def initial_potential(self, y: Tensor, init: str) -> Tensor:
-        """As :func:`sdfm.ot.solver.initial_potential`, the Gaussian fit from all-reduced moments."""
-        if init in ("zero", "voronoi") or self.layout.n_total < 2:
-            return initial_potential(y, init if self.layout.n_total >= 2 else "voronoi")
+        """As :func:`sdfm.ot.solver_init.initial_potential`, the Gaussian fit from all-reduced moments.
+
+        The mean is all-reduced; with more points than dimensions (N > d) so is the scatter
+        ``sum_j c_j c_j^T`` of the centred points, and each rank takes its own ``g_j`` from the d x d
+        covariance. With N <= d the centred shards are all-gathered instead and every rank runs the
+        N x N Gram route of the one-process start (:func:`gaussian_conjugate_from_gram`) on all of
+        them, keeping its own slice: no d x d eigendecomposition (d = 12288 for 64 x 64 images).
+        """
+        layout = self.layout
+        if init in ("zero", "voronoi") or layout.n_total < 2:
+            return initial_potential(y, init if layout.n_total >= 2 else "voronoi")
         y64 = y.to(torch.float64)
         mean = y64.sum(dim=0)
         dist.all_reduce(mean, group=self.group)
-        centred = y64 - mean / self.layout.n_total
+        centred = y64 - mean / layout.n_total
+        if layout.n_total <= y.shape[1]:
+            g = gaussian_conjugate_from_gram(layout.gather_rows(centred, self.group))
+            return g[layout.offset:layout.offset + layout.n_local]
         cov = centred.T @ centred
         dist.all_reduce(cov, group=self.group)
-        return gaussian_conjugate(centred, cov / (self.layout.n_total - 1))
+        return gaussian_conjugate(centred, cov / (layout.n_total - 1))
 
     def minimum(self, value: float) -> float:
         t = torch.tensor([value], dtype=torch.float64, device=self.device)

@@ -3,7 +3,8 @@
 :func:`initial_potential` is the conjugate of a simple map from N(0, I) to the data; the
 coarse-to-fine start (:meth:`sdfm.ot.solver.SemidiscreteSolver.coarse_to_fine`) builds on
 :func:`nearest_centre`. :mod:`sdfm.ot.distributed` computes the Gaussian start of a sharded fit
-from all-reduced moments with :func:`gaussian_conjugate`.
+from all-reduced moments with :func:`gaussian_conjugate`, or, for N <= d, with
+:func:`gaussian_conjugate_from_gram` of the gathered centred shards.
 """
 
 from __future__ import annotations

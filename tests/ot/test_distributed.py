@@ -13,18 +13,17 @@ bit-identical, because the summation orders differ; measured: 8e-16 of the range
 """
 
 import os
-import socket
-from datetime import timedelta
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_spawn import free_port, run_ranks
 from scipy.stats import chi2 as chi2_distribution
 
 from sdfm.ot import SemidiscretePotential, fit_potential
-from sdfm.ot.distributed import ShardedPotential, fit_potential_sharded, shard_bounds
+from sdfm.ot.distributed import ShardedPotential, ShardedReducer, fit_potential_sharded, shard_bounds
+from sdfm.ot.solver_init import initial_potential
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -57,68 +56,51 @@ def _ties():
     return y, x
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _rank_main(rank: int, world: int, out: str) -> dict:
+    y, weights, queries = _points()
+    start, stop = shard_bounds(N, world, rank)
+    results = {}
+    hard = fit_potential_sharded(y[start:stop], **FIT)
+    soft = fit_potential_sharded(y[start:stop], epsilon=EPS, weights=weights[start:stop], **FIT)
+    x_chi2 = torch.randn(4096, D, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    for name, pot in (("hard", hard), ("soft", soft)):
+        full = pot.gather()  # rank 0: the whole potential (points gathered too); None elsewhere
+        results[name] = {"g": None if full is None else full.g, "y": None if full is None else full.y,
+                         "weights": None if full is None else full.weights, "history": pot.history,
+                         "chi2": pot.chi2(x_chi2), "offset": pot.offset}
+    results["hard"]["assign"] = hard.assign(queries)
 
+    # stopped after 200 steps (each rank checkpoints to its own file), then resumed to 300
+    checkpoint = os.path.join(out, "ckpt.pt")
+    fit_potential_sharded(y[start:stop], checkpoint=checkpoint, **{**FIT, "steps": 200})
+    resumed = fit_potential_sharded(y[start:stop], checkpoint=checkpoint, **FIT)
+    results["resumed_equal"] = (torch.equal(resumed.local.g, hard.local.g)
+                                and resumed.history["chi2"] == hard.history["chi2"])
 
-def _join(rank: int, world: int, port: int) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    # exact ties across and within shards: the lowest global index wins, as in one process
+    ty, tx = _ties()
+    lo, hi = shard_bounds(6, world, rank)
+    shard = SemidiscretePotential(ty[lo:hi], torch.zeros(hi - lo, dtype=torch.float64), 0.0,
+                                  torch.full((hi - lo,), 1 / 6, dtype=torch.float64))
+    results["ties"] = ShardedPotential(shard).assign(tx)
 
-
-def _rank_main(rank: int, world: int, port: int, out: str) -> None:
-    _join(rank, world, port)
-    try:
-        y, weights, queries = _points()
-        start, stop = shard_bounds(N, world, rank)
-        results = {}
-        hard = fit_potential_sharded(y[start:stop], **FIT)
-        soft = fit_potential_sharded(y[start:stop], epsilon=EPS, weights=weights[start:stop], **FIT)
-        x_chi2 = torch.randn(4096, D, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-        for name, pot in (("hard", hard), ("soft", soft)):
-            full = pot.gather()  # rank 0: the whole potential (points gathered too); None elsewhere
-            results[name] = {"g": None if full is None else full.g, "y": None if full is None else full.y,
-                             "weights": None if full is None else full.weights, "history": pot.history,
-                             "chi2": pot.chi2(x_chi2), "offset": pot.offset}
-        results["hard"]["assign"] = hard.assign(queries)
-
-        # stopped after 200 steps (each rank checkpoints to its own file), then resumed to 300
-        checkpoint = os.path.join(out, "ckpt.pt")
-        fit_potential_sharded(y[start:stop], checkpoint=checkpoint, **{**FIT, "steps": 200})
-        resumed = fit_potential_sharded(y[start:stop], checkpoint=checkpoint, **FIT)
-        results["resumed_equal"] = (torch.equal(resumed.local.g, hard.local.g)
-                                    and resumed.history["chi2"] == hard.history["chi2"])
-
-        # exact ties across and within shards: the lowest global index wins, as in one process
-        ty, tx = _ties()
-        lo, hi = shard_bounds(6, world, rank)
-        shard = SemidiscretePotential(ty[lo:hi], torch.zeros(hi - lo, dtype=torch.float64), 0.0,
-                                      torch.full((hi - lo,), 1 / 6, dtype=torch.float64))
-        results["ties"] = ShardedPotential(shard).assign(tx)
-
-        # the eps > 0 draw over shards, on a fixed potential: every query repeated DRAW_REPEATS times
-        ty, tg, tx = _tiny()
-        lo, hi = shard_bounds(6, world, rank)
-        shard = SemidiscretePotential(ty[lo:hi], tg[lo:hi], 0.5, torch.full((hi - lo,), 1 / 6, dtype=torch.float64))
-        draws = ShardedPotential(shard).assign(tx.repeat_interleave(DRAW_REPEATS, 0),
-                                               generator=torch.Generator().manual_seed(11))
-        results["draws"] = draws
-        everyone = [torch.empty_like(draws) for _ in range(world)]
-        dist.all_gather(everyone, draws)
-        results["draws_agree"] = all(torch.equal(d, draws) for d in everyone)
-        torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    # the eps > 0 draw over shards, on a fixed potential: every query repeated DRAW_REPEATS times
+    ty, tg, tx = _tiny()
+    lo, hi = shard_bounds(6, world, rank)
+    shard = SemidiscretePotential(ty[lo:hi], tg[lo:hi], 0.5, torch.full((hi - lo,), 1 / 6, dtype=torch.float64))
+    draws = ShardedPotential(shard).assign(tx.repeat_interleave(DRAW_REPEATS, 0),
+                                           generator=torch.Generator().manual_seed(11))
+    results["draws"] = draws
+    everyone = [torch.empty_like(draws) for _ in range(world)]
+    dist.all_gather(everyone, draws)
+    results["draws_agree"] = all(torch.equal(d, draws) for d in everyone)
+    return results
 
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharded")
-    mp.spawn(_rank_main, args=(WORLD, _free_port(), str(out)), nprocs=WORLD, join=True)
-    results = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    results = run_ranks(_rank_main, WORLD, out)
     results[0]["files"] = sorted(path.name for path in out.iterdir())
     return results
 
@@ -193,17 +175,50 @@ def test_eps_positive_sharded_draw_follows_the_global_softmax(sharded):
     assert counts[:, :3].sum() > 0 and counts[:, 3:].sum() > 0  # both shards win some draws
 
 
-def _three_rank_draws(rank: int, world: int, port: int, out: str) -> None:
-    _join(rank, world, port)
-    try:
-        ty, tg, tx = _tiny()
-        lo, hi = shard_bounds(6, world, rank)
-        shard = SemidiscretePotential(ty[lo:hi], tg[lo:hi], 0.5, torch.full((hi - lo,), 1 / 6, dtype=torch.float64))
-        draws = ShardedPotential(shard).assign(tx.repeat_interleave(DRAW_REPEATS, 0),
-                                               generator=torch.Generator().manual_seed(5))
-        torch.save(draws, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+FEW = {"even": (12, 20), "uneven": (13, 20)}  # N <= d: shards of 6 + 6 and of 7 + 6 points
+
+
+def _few_points(n: int, d: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(n)
+    return torch.randn(n, d, generator=gen, dtype=torch.float64) * torch.linspace(2.0, 0.5, d, dtype=torch.float64) + 1
+
+
+def _gaussian_start_rank(rank: int, world: int, out: str) -> dict:
+    import sdfm.ot.shards as shards
+
+    def no_d_by_d(*args):
+        raise AssertionError("the d x d covariance route ran with N <= d")
+
+    shards.gaussian_conjugate = no_d_by_d  # this spawned process only
+    starts = {}
+    for name, (n, d) in FEW.items():
+        start, stop = shard_bounds(n, world, rank)
+        starts[name] = ShardedReducer(stop - start, "cpu").initial_potential(_few_points(n, d)[start:stop], "gaussian")
+    return starts
+
+
+def test_the_sharded_gaussian_start_with_few_points_is_the_one_process_start(tmp_path):
+    """N <= d: the ranks gather the centred shards and take the Gram route, as one process does.
+
+    They differ from the one-process start only by the summation order of the mean (an all-reduce
+    of shard sums), which the Gram matrix's near-zero eigenvalue (centred points span N - 1
+    dimensions) carries into g: measured 2e-15 (even) and 4e-14 (uneven) of the start's range; we
+    ask for 1e-12. The ranks' d x d covariance route is replaced by a failure, so it cannot run."""
+    ranks = run_ranks(_gaussian_start_rank, WORLD, tmp_path)
+    for name, (n, d) in FEW.items():
+        one = initial_potential(_few_points(n, d), "gaussian")
+        two = torch.cat([rank[name] for rank in ranks])
+        assert two.shape == (n,) and two.dtype == torch.float64
+        assert float((two - one).abs().max()) <= 1e-12 * float(one.max() - one.min())
+
+
+def _three_rank_draws(rank: int, world: int, out: str) -> torch.Tensor:
+    ty, tg, tx = _tiny()
+    lo, hi = shard_bounds(6, world, rank)
+    shard = SemidiscretePotential(ty[lo:hi], tg[lo:hi], 0.5, torch.full((hi - lo,), 1 / 6, dtype=torch.float64))
+    draws = ShardedPotential(shard).assign(tx.repeat_interleave(DRAW_REPEATS, 0),
+                                           generator=torch.Generator().manual_seed(5))
+    return draws
 
 
 @pytest.mark.slow
@@ -212,8 +227,7 @@ def test_three_shards_draw_from_the_global_softmax(tmp_path):
     its mirror ``argmax_r l_r - G_r`` (the difference of two Gumbels is symmetric), so the two-rank draw
     test above passes with either sign; with three shards of 2 points it cannot. Pearson's statistic over
     4 queries x 6 points (20 degrees of freedom) must stay below its 1 - 1e-6 quantile."""
-    mp.spawn(_three_rank_draws, args=(3, _free_port(), str(tmp_path)), nprocs=3, join=True)
-    draws = [torch.load(tmp_path / f"rank{r}.pt") for r in range(3)]
+    draws = run_ranks(_three_rank_draws, 3, tmp_path)
     assert all(torch.equal(d, draws[0]) for d in draws)
     ty, tg, tx = _tiny()
     probs = torch.softmax((tx @ ty.T + tg) / 0.5, dim=1)
@@ -242,7 +256,7 @@ def test_torchrun_cli_writes_the_potential_file_of_the_one_process_fit(tmp_path,
     prepare_data_job("moons", "moons", {"n_train": 1000, "n_test": 100}, tmp_path / "moons.npz", ctx)
     settings = {"steps": 200, "batch_size": 256, "eval_every": 100, "eval_batch": 2048}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "sdfm.cli", "fit-potential",
+           "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "sdfm.cli", "fit-potential",
            "--data", str(tmp_path / "moons.npz"), "--dataset", "moons", "--epsilon", "0.1",
            "--settings", json.dumps(settings), "--out", str(tmp_path / "p.pt"), "--summary", str(tmp_path / "p.json"),
            "--experiment", "sharded", "--results-dir", ctx.results_dir, "--device", "cpu", "--threads", "1",

@@ -5,14 +5,9 @@ all-reduce), so it differs from the one-process covariance by float64 rounding; 
 well-separated spectrum the eigenvectors move by ~1e-15 (we ask for 1e-10).
 """
 
-import os
-import socket
-from datetime import timedelta
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_spawn import run_ranks
 
 from sdfm.ot.distributed import shard_bounds
 from sdfm.ot.pca import fit_pca
@@ -34,33 +29,19 @@ def _points(n: int, d: int) -> torch.Tensor:
 CASES = {"many": (501, 6), "few": (5, 6)}  # N > D (moments all-reduced) and N <= D (shards gathered)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _rank_main(rank: int, world: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
-    try:
-        results = {}
-        for name, (n, d) in CASES.items():
-            start, stop = shard_bounds(n, world, rank)
-            basis = fit_pca_sharded(_points(n, d)[start:stop].to(torch.float32 if name == "many" else torch.float64),
-                                    K, chunk=64)
-            results[name] = basis.state()
-        torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _rank_main(rank: int, world: int, out: str) -> dict:
+    results = {}
+    for name, (n, d) in CASES.items():
+        start, stop = shard_bounds(n, world, rank)
+        basis = fit_pca_sharded(_points(n, d)[start:stop].to(torch.float32 if name == "many" else torch.float64),
+                                K, chunk=64)
+        results[name] = basis.state()
+    return results
 
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pca_sharded")
-    mp.spawn(_rank_main, args=(WORLD, _free_port(), str(out)), nprocs=WORLD, join=True)
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_ranks(_rank_main, WORLD, tmp_path_factory.mktemp("pca_sharded"))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -49,6 +49,11 @@ argmax (:meth:`sdfm.ot.shards.ShardCombine.argmax_of`: the maximum, then the low
 attaining it); since the maximum over a union is the maximum of the maxima, the sharded draw has
 the same law as the one-process draw (its noise differs: each rank draws its own, from
 :func:`sdfm.ot.shards.rank_generator` seeded by one draw from the caller's generator).
+
+Relative epsilon. :func:`sdfm.ot.batch.relative_epsilon` takes the std of the n x m reference cost
+from the matrix; :func:`streamed_cost_std` gets the same number in row blocks: the mean in closed
+form (``mean_ij <x_i, y_j> = <mean x, mean y>``, and ``mean |x_i - y_j|^2 = mean |x|^2 + mean |y|^2
+- 2 <mean x, mean y>``), then the sum of squared deviations block by block, over ``n m - 1``.
 """
 
 from __future__ import annotations
@@ -59,11 +64,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sdfm.ot.batch import batch_ot_pairing, check_epsilon_reference, epsilon_from_std, relative_epsilon
 from sdfm.ot.kernel_blocks import DEFAULT_BLOCK_ELEMS, block_elems_for, row_blocks
 from sdfm.ot.reducer import Reducer
 from sdfm.ot.shards import rank_generator
 
-__all__ = ["BlockedSinkhorn", "blocked_sinkhorn", "plan_log_entries", "sample_plan_columns"]
+__all__ = ["BLOCKED_SINKHORN_MIN_N", "BlockedSinkhorn", "blocked_ot_pairing", "blocked_sinkhorn", "plan_log_entries",
+           "relative_ot_pairing", "sample_plan_columns", "streamed_cost_std", "streamed_relative_epsilon"]
+
+#: Smallest batch :func:`relative_ot_pairing` solves at eps > 0 without the n x n matrix when asked to
+#: (``blocked_min_n=BLOCKED_SINKHORN_MIN_N``): the dense float64 solve holds a few n x n matrices, 2 GiB
+#: each at this n; the project's configs use n <= 4096, which stay on the dense solve.
+BLOCKED_SINKHORN_MIN_N = 16384
 
 
 @dataclass
@@ -208,3 +220,62 @@ def sample_plan_columns(x_rows: Tensor, y: Tensor, g: Tensor, epsilon: float, *,
     if combine is None:
         return index
     return combine.argmax_of(best, index)[1]
+
+
+def _reference_cost_block(x: Tensor, y: Tensor, reference: str) -> Tensor:
+    """The reference cost of a block: ``-<x_i, y_j>`` or ``|x_i - y_j|^2`` (clamped at 0, as in batch.py)."""
+    cost = -(x @ y.T)
+    if reference == "sq_euclidean":
+        cost = (x.square().sum(dim=1, keepdim=True) + y.square().sum(dim=1)[None, :] + 2 * cost).clamp_min(0)
+    return cost
+
+
+def streamed_cost_std(x: Tensor, y: Tensor, reference: str = "inner_product",
+                      block_elems: int = DEFAULT_BLOCK_ELEMS) -> float:
+    """:func:`sdfm.ot.batch.reference_cost_std` (sample std over the n x m entries) in row blocks."""
+    check_epsilon_reference(reference)
+    n, m = x.shape[0], y.shape[0]
+    mean = -float(x.mean(dim=0) @ y.mean(dim=0))
+    if reference == "sq_euclidean":
+        mean = float(x.square().sum(dim=1).mean() + y.square().sum(dim=1).mean()) + 2 * mean
+    squares = 0.0
+    for rows in _block_rows(n, m, block_elems, x):
+        squares += float((_reference_cost_block(x[rows], y, reference) - mean).square().sum())
+    return math.sqrt(squares / max(n * m - 1, 1))
+
+
+def streamed_relative_epsilon(epsilon_rel: float, x: Tensor, y: Tensor, reference: str = "inner_product",
+                              block_elems: int = DEFAULT_BLOCK_ELEMS) -> float:
+    """:func:`sdfm.ot.batch.relative_epsilon` without the n x m matrix."""
+    return epsilon_from_std(epsilon_rel, streamed_cost_std(x, y, reference, block_elems), reference)
+
+
+def blocked_ot_pairing(x0: Tensor, x1: Tensor, epsilon: float, generator: torch.Generator | None = None, *,
+                       tol: float = 1e-3, max_iter: int = 10_000, block_elems: int = DEFAULT_BLOCK_ELEMS) -> Tensor:
+    """:func:`sdfm.ot.batch.batch_ot_pairing` at eps > 0 without the n x n matrix: one ``j ~ P(j | i)`` per row.
+
+    The plan is :func:`blocked_sinkhorn`'s (``tol`` bounds the L1 error of its column marginal),
+    the draws :func:`sample_plan_columns`' (Gumbel-max), in float64 as in ``batch_ot_pairing``.
+    """
+    x0, x1 = x0.double(), x1.double()
+    solution = blocked_sinkhorn(x0, x1, epsilon, tol=tol, max_iter=max_iter, block_elems=block_elems)
+    return sample_plan_columns(x0, x1, solution.g, epsilon, generator=generator, block_elems=block_elems)
+
+
+def relative_ot_pairing(x0: Tensor, x1: Tensor, epsilon_rel: float, reference: str = "inner_product",
+                        generator: torch.Generator | None = None, *,
+                        blocked_min_n: int | None = None) -> tuple[Tensor, float]:
+    """``(pairing, absolute epsilon)``: batch OT pairs at the relative epsilon ``epsilon_rel``.
+
+    eps = 0, or fewer than ``blocked_min_n`` pairs (None: always): the dense route,
+    :func:`sdfm.ot.batch.relative_epsilon` and :func:`sdfm.ot.batch.batch_ot_pairing`. Otherwise
+    the same epsilon from :func:`streamed_cost_std` and the pairs from :func:`blocked_ot_pairing`.
+    """
+    if epsilon_rel == 0:
+        return batch_ot_pairing(x0, x1, 0.0, generator), 0.0
+    if blocked_min_n is None or x0.shape[0] < blocked_min_n:
+        epsilon = relative_epsilon(epsilon_rel, x0, x1, reference)
+        return batch_ot_pairing(x0, x1, epsilon, generator), epsilon
+    x0, x1 = x0.double(), x1.double()
+    epsilon = streamed_relative_epsilon(epsilon_rel, x0, x1, reference)
+    return blocked_ot_pairing(x0, x1, epsilon, generator), epsilon

@@ -19,9 +19,10 @@ import torch
 from gloo_spawn import run_ranks
 from scipy.stats import chi2 as chi2_distribution
 
-from sdfm.ot.batch import inner_product_cost
+from sdfm.ot.batch import batch_ot_pairing, inner_product_cost, reference_cost_std, relative_epsilon
 from sdfm.ot.distributed import ShardedReducer
-from sdfm.ot.sinkhorn_blocks import blocked_sinkhorn, plan_log_entries, sample_plan_columns
+from sdfm.ot.sinkhorn_blocks import (BLOCKED_SINKHORN_MIN_N, blocked_sinkhorn, plan_log_entries, relative_ot_pairing,
+                                     sample_plan_columns, streamed_cost_std, streamed_relative_epsilon)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -172,3 +173,30 @@ def test_sharded_draws_agree_across_ranks_and_follow_the_plan(sharded):
     draws = sharded[0]["draws"]
     assert _frequency_p_value(draws, _conditionals(x, y, solution)) > 1e-3
     assert (draws < 4).any() and (draws >= 4).any()  # both shards win draws
+
+
+# --- the relative epsilon without the matrix, and the routing of relative_ot_pairing ---
+
+@pytest.mark.parametrize("reference", ["inner_product", "sq_euclidean"])
+def test_the_streamed_cost_std_is_the_matrix_std(reference):
+    x, y = _problem(*PROBLEMS["60x50_d5"])
+    for block_elems in (1, 77, 1 << 20):
+        assert streamed_cost_std(x, y, reference, block_elems) == pytest.approx(
+            reference_cost_std(x, y, reference), rel=1e-12)
+    assert streamed_relative_epsilon(0.3, x, y, reference) == pytest.approx(
+        relative_epsilon(0.3, x, y, reference), rel=1e-12)
+
+
+def test_relative_ot_pairing_is_the_dense_pairing_below_blocked_min_n():
+    x, y = _problem(40, 40, 3, 2)
+    for epsilon_rel in (0.0, 0.3):
+        dense = batch_ot_pairing(x, y, relative_epsilon(epsilon_rel, x, y) if epsilon_rel else 0.0,
+                                 torch.Generator().manual_seed(1))
+        for blocked_min_n in (None, 41):
+            pairing, epsilon = relative_ot_pairing(x, y, epsilon_rel, generator=torch.Generator().manual_seed(1),
+                                                   blocked_min_n=blocked_min_n)
+            assert torch.equal(pairing, dense)
+    pairing, epsilon = relative_ot_pairing(x, y, 0.3, generator=torch.Generator().manual_seed(1), blocked_min_n=40)
+    assert epsilon == pytest.approx(relative_epsilon(0.3, x, y), rel=1e-12)
+    assert pairing.shape == (40,) and int(pairing.min()) >= 0 and int(pairing.max()) < 40
+    assert BLOCKED_SINKHORN_MIN_N > 4096  # the configs' plans (n <= 4096) keep the dense solve

@@ -53,19 +53,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sdfm.ot import SemidiscretePotential, batch_ot_pairing, relative_epsilon
+from sdfm.ot import SemidiscretePotential
 from sdfm.ot.batch import check_epsilon_reference
 from sdfm.ot.problem import augment_with_condition, augment_with_labels
+from sdfm.ot.sinkhorn_blocks import BLOCKED_SINKHORN_MIN_N, relative_ot_pairing
 
-__all__ = [
-    "BatchOTCoupling",
-    "Coupling",
-    "IndependentCoupling",
-    "PairBatch",
-    "PlanOTCoupling",
-    "SemidiscreteCoupling",
-    "make_coupling",
-]
+__all__ = ["BatchOTCoupling", "Coupling", "IndependentCoupling", "PairBatch", "PlanOTCoupling", "SemidiscreteCoupling",
+           "make_coupling"]
 
 
 @dataclass
@@ -176,6 +170,7 @@ class BatchOTCoupling(_Sampler):
     """
 
     name = "otfm"
+    blocked_min_n = None  # the dense batch solve at every n
 
     def __init__(self, data, labels=None, *, epsilon_rel: float = 0.0, beta: float | None = None, num_classes=None,
                  conditions=None, epsilon_reference: str = "inner_product"):
@@ -207,9 +202,9 @@ class BatchOTCoupling(_Sampler):
             q0 = self._augment(x0, z0, c0)
             q1 = self._augment(x1, self._labels_of(index) if self.conditional else None,
                                self._conditions_of(index) if self.continuous else None)
-        self.last_epsilon = (relative_epsilon(self.epsilon_rel, q0, q1, self.epsilon_reference)
-                             if self.epsilon_rel > 0 else 0.0)
-        pairing = batch_ot_pairing(q0, q1, self.last_epsilon, generator).to(index.device)
+        pairing, self.last_epsilon = relative_ot_pairing(q0, q1, self.epsilon_rel, self.epsilon_reference, generator,
+                                                         blocked_min_n=self.blocked_min_n)
+        pairing = pairing.to(index.device)
         _sync(x0.device)
         seconds = time.perf_counter() - start
         index = index[pairing]
@@ -241,6 +236,8 @@ class PlanOTCoupling(BatchOTCoupling):
     alike), solves the same n x n plan and keeps its rows of each global batch, so K ranks train
     on exactly the pairs of one process, at eps > 0 too; the solve is repeated on each rank.
     """
+
+    blocked_min_n = BLOCKED_SINKHORN_MIN_N  # eps > 0 plans from this n: no n x n matrix (relative_ot_pairing)
 
     def __init__(self, data, labels=None, *, ot_batch_size: int, epsilon_rel: float = 0.0, beta=None,
                  num_classes=None, conditions=None, epsilon_reference: str = "inner_product"):

@@ -25,8 +25,8 @@ NETWORK_SIMPLEX_MIN_N = 512
 #: How a relative epsilon is made absolute: the spread of ``-<x, y>`` or of ``|x - y|^2``.
 EPSILON_REFERENCES = ("inner_product", "sq_euclidean")
 
-__all__ = ["EPSILON_REFERENCES", "batch_ot_pairing", "check_epsilon_reference", "inner_product_cost",
-           "reference_cost_std", "relative_epsilon", "sinkhorn_plan"]
+__all__ = ["EPSILON_REFERENCES", "batch_ot_pairing", "check_epsilon_reference", "epsilon_from_std",
+           "inner_product_cost", "reference_cost_std", "relative_epsilon", "sinkhorn_plan"]
 
 
 def inner_product_cost(x0: Tensor, x1: Tensor) -> Tensor:
@@ -65,7 +65,12 @@ def relative_epsilon(epsilon_rel: float, x0: Tensor, x1: Tensor, reference: str 
     sx = sy = 1, mu = 0 the squared-Euclidean std is 2 sqrt(2) times the inner-product std, so at the
     same ``epsilon_rel`` the ``sq_euclidean`` plan is sqrt(2) times as blurred.
     """
-    return float(epsilon_rel * reference_cost_std(x0, x1, reference) / (2.0 if reference == "sq_euclidean" else 1.0))
+    return epsilon_from_std(epsilon_rel, reference_cost_std(x0, x1, reference), reference)
+
+
+def epsilon_from_std(epsilon_rel: float, std: float, reference: str = "inner_product") -> float:
+    """The absolute epsilon of ``epsilon_rel`` given the std of the reference cost (see :func:`relative_epsilon`)."""
+    return float(epsilon_rel * std / (2.0 if reference == "sq_euclidean" else 1.0))
 
 
 def sinkhorn_plan(cost: Tensor, epsilon: float, *, tol: float = 1e-3, max_iter: int = 10_000) -> Tensor:

@@ -127,12 +127,20 @@ class ShardCombine:
             best = top2[:, 0]
             winner = torch.where(all_values[:, :, 0] == best, all_index, n_total).amin(dim=0)
             return best, winner, top2[:, 0] - top2[:, 1]
-        local_best, index = row_argmax(scores)
-        best = local_best.clone()
-        dist.all_reduce(best, op=dist.ReduceOp.MAX, group=group)
-        winner = torch.where(local_best == best, index + self.offset, n_total)
-        dist.all_reduce(winner, op=dist.ReduceOp.MIN, group=group)
+        best, winner = self.argmax_of(*row_argmax(scores))
         return best, winner, None
+
+    def argmax_of(self, local_best: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Global ``(best, winner)`` from each rank's per-row best value and its local index.
+
+        ``best`` is the maximum over the ranks (all_reduce MAX); ``winner`` the lowest global index
+        attaining it (all_reduce MIN over ``offset + index``, or ``n_total`` on ranks that do not).
+        """
+        best = local_best.clone()
+        dist.all_reduce(best, op=dist.ReduceOp.MAX, group=self.group)
+        winner = torch.where(local_best == best, index + self.offset, self.layout.n_total)
+        dist.all_reduce(winner, op=dist.ReduceOp.MIN, group=self.group)
+        return best, winner
 
     def local_indices(self, index: Tensor) -> Tensor:
         """The global winners that are this shard's points, as local indices."""

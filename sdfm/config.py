@@ -22,16 +22,18 @@ from sdfm.config_checks import check_pca as _check_pca
 from sdfm.config_checks import check_superres as _check_superres
 from sdfm.config_checks import data_dimension  # noqa: F401 (sdfm.config.data_dimension: the PCA study's rules)
 from sdfm.config_checks import setting_key as _where
+from sdfm.config_defaults import BUILTIN_DEFAULTS, DEFAULT_RESOURCES, MEANFLOW_TRAIN_DEFAULTS
 from sdfm.config_values import (check_data_options, check_finite, check_output_dirs, check_readable_file,
                                 check_unique_seeds, integral_floats_to_int, strict_integer_validator, type_hint)
 from sdfm.config_yaml import read_config_file
 from sdfm.errors import ConfigError
-from sdfm.fm.sampling import DOPRI5_TOL
 from sdfm.studies import check_studies, study_resources
 
 __all__ = [
+    "BUILTIN_DEFAULTS",
     "DEFAULT_RESOURCES",
     "DEFAULT_SCHEMA",
+    "MEANFLOW_TRAIN_DEFAULTS",
     "conditional_sdfm_supported",
     "dataset_settings",
     "job_grid",
@@ -44,42 +46,6 @@ __all__ = [
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
-#: Settings a dataset entry inherits unless the config's top level or the entry says otherwise.
-BUILTIN_DEFAULTS = {
-    # eval_every / eval_batch None: the solver's cost-aware cadence and N-sized, pooled evaluations
-    "potential": {"steps": 5000, "batch_size": 1024, "eval_every": None, "eval_batch": None,
-                  "chi2_threshold": None, "reference_batch": 4096},
-    "model": {
-        "points": {"kind": "mlp", "hidden": 256, "depth": 4, "time_embed_dim": 64},
-        "images": {"kind": "unet", "base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 1,
-                   "attention_resolutions": [], "dropout": 0.0},
-    },
-    "train": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 100, "grad_clip": 1.0,
-              "ema_decay": 0.999, "objective": "fm", "checkpoint_every": 500, "log_every": 50},
-    "evaluate": {
-        "points": {"solvers": ["euler"], "nfe": [1, 2, 4, 8, 16], "n_samples": 2000, "metrics": ["w2", "energy"],
-                   "dopri5_tol": DOPRI5_TOL},
-        "images": {"solvers": ["euler"], "nfe": [1, 2, 4, 8, 16], "n_samples": 2000, "metrics": ["fd"],
-                   "guidance": [1.0], "inception_weights": None, "inception_sha256": None, "save_samples": False,
-                   "dopri5_tol": DOPRI5_TOL},
-    },
-    "feature_net": {"epochs": 20, "batch_size": 128, "lr": 1e-3, "feature_dim": 64, "width": 32},
-}
-#: Train settings of MeanFlow models (``train.objective: meanflow``) unless given: Geng et al. 2025's
-#: logit-normal times (mean -0.4 in their time, data at 0, is +0.4 in this package's) and adaptive power.
-MEANFLOW_TRAIN_DEFAULTS = {"meanflow_time": {"distribution": "logit_normal", "mean": 0.4, "std": 1.0},
-                           "meanflow_adaptive_power": 1.0}
-#: What each rule's jobs ask the scheduler for: memory (MB), wall time (minutes), GPUs (with ``gpu: true``;
-#: None: one per rank of the fit, ``potential.processes``). Config key ``resources.<rule>`` overrides them.
-#: A study's rules declare theirs in its module (``Study.resources``, :mod:`sdfm.studies`).
-DEFAULT_RESOURCES = {
-    "prepare_data": {"mem_mb": 2000, "runtime": 30, "gpus": 0},
-    "fit_potential": {"mem_mb": 4000, "runtime": 120, "gpus": None},
-    "train": {"mem_mb": 4000, "runtime": 240, "gpus": 1},
-    "train_feature_net": {"mem_mb": 4000, "runtime": 60, "gpus": 1},
-    "fid_reference": {"mem_mb": 4000, "runtime": 60, "gpus": 1},
-    "evaluate": {"mem_mb": 4000, "runtime": 120, "gpus": 1},
-}
 #: Sources of vectors (kind ``points``); every other source holds images.
 POINT_SOURCES = (*TOY_DATASETS, "arrays")
 #: Stages whose built-in defaults depend on the kind of data (points or images).

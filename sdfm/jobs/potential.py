@@ -29,14 +29,11 @@ from sdfm.io import atomic_write_json
 from sdfm.ot import fit_potential
 from sdfm.ot.pca import project_keys
 from sdfm.ot.potential import data_fingerprint
-from sdfm.ot.problem import PotentialProblem, chi2_sample_count, pca_report, with_pca
+from sdfm.ot.problem import REFERENCE_BATCH, PotentialProblem, chi2_sample_count, pca_report, with_pca
 from sdfm.runtime import JobContext, pick_device
 from sdfm.tracking import job_run, log_auto_epsilon, run_key
 
 __all__ = ["OneProcess", "ShardedRanks", "checkpoint_path", "fit_potential_job"]
-
-#: Rows of the seeded batch that turns a relative epsilon into an absolute one (``potential.reference_batch``).
-REFERENCE_BATCH = 4096
 
 
 class OneProcess:

@@ -48,7 +48,7 @@ from sdfm.ot.pca import PCABasis, ProjectedPotential, fit_pca, pairing_quality, 
 from sdfm.ot.potential import data_fingerprint
 
 __all__ = [
-    "PCAProblem", "PotentialProblem", "Source", "absolute_epsilon", "augment_with_condition", "augment_with_labels",
+    "PCAProblem", "PotentialProblem", "REFERENCE_BATCH", "Source", "absolute_epsilon", "augment_with_condition", "augment_with_labels",
     "chi2_sample_count", "class_conditional_problem", "condition_source", "conditioned_problem", "label_source",
     "pca_problem", "pca_report", "plain_problem", "with_pca",
 ]
@@ -108,7 +108,12 @@ def condition_source(conditions: torch.Tensor, beta: float, dim: int) -> Source:
     return _row_source(conditions.float(), dim, lambda x, z: augment_with_condition(x, z, beta))
 
 
-def absolute_epsilon(epsilon_rel: float, y: torch.Tensor, reference_batch: int, seed: int = 0,
+#: Rows of the seeded reference batch that turns a relative epsilon into an absolute one (the workflow's
+#: ``potential.reference_batch`` and the convergence study's ``reference_batch`` default to it).
+REFERENCE_BATCH = 4096
+
+
+def absolute_epsilon(epsilon_rel: float, y: torch.Tensor, reference_batch: int = REFERENCE_BATCH, seed: int = 0,
                      source: Source | None = None,
                      project: Callable[[torch.Tensor], torch.Tensor] | None = None,
                      epsilon_reference: str = "inner_product") -> float:

@@ -59,7 +59,7 @@ from sdfm.data.registry import dataset_options  # noqa: E402
 from sdfm.errors import ConfigError  # noqa: E402
 from sdfm.io import atomic_path, atomic_write_text  # noqa: E402
 from sdfm.ot import fit_potential  # noqa: E402
-from sdfm.ot.problem import absolute_epsilon  # noqa: E402
+from sdfm.ot.problem import REFERENCE_BATCH, absolute_epsilon  # noqa: E402
 from sdfm.report.figures import STYLE, save_figure  # noqa: E402
 from sdfm.runtime import pick_device  # noqa: E402
 from sdfm.studies import Study  # noqa: E402
@@ -76,7 +76,7 @@ THEORY_SOLVER = {"optimizer": "sgd", "momentum": 0.0, "averaging": "polyak", "lr
 #: Settings of the study unless its config entry says otherwise.
 STUDY_DEFAULTS = {"n_points": [1000, 4000], "batch_sizes": [256], "epsilons": [0.0], "centre": None,
                   "steps": 1024, "first_eval": 16, "eval_points": 7, "eval_batch": 16384, "seeds": [0, 1, 2],
-                  "fit_from": 64, "floor_factor": 5.0, "reference_batch": 4096,
+                  "fit_from": 64, "floor_factor": 5.0, "reference_batch": REFERENCE_BATCH,
                   "solvers": {"theory": THEORY_SOLVER, "default": {}}}
 
 #: Solver settings a study may vary (steps, batch size, evaluations and averaging burn-in are the study's).

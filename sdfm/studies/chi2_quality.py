@@ -22,7 +22,7 @@ Jobs run under the label ``<dataset>-chi2-<level>`` (their MLflow runs, their me
 Outputs: ``studies/chi2_quality/<dataset>.csv`` (one row per level, seed, solver, NFE and metric,
 with the potential's chi^2 and steps), a figure (per data set and metric: the metric vs the
 reached chi^2 on log axes, a line per Euler NFE, mean and std over seeds) and a report section with
-a table and, per NFE, the largest chi^2 whose quality is within the seeds' noise of the best.
+a table and, per NFE, the largest chi^2 whose quality cannot be told from the best level's (:func:`saturation`).
 """
 
 from __future__ import annotations
@@ -97,33 +97,47 @@ def collect(dataset: str, metrics: dict[float, list[str | Path]], summaries: dic
     return pd.concat(frames, ignore_index=True)[columns]
 
 
+def _one_dopri5_column(table: pd.DataFrame) -> pd.DataFrame:
+    """An adaptive solver's rows (dopri5: its NFE differs between runs) as one column, NFE 0."""
+    return table.assign(nfe=table.nfe.where(~table.solver.str.startswith("dopri5"), 0))
+
+
 def _stats(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and count over seeds per (data set, metric, solver, NFE, level); an adaptive solver's rows
-    (dopri5: its NFE differs between runs) are one column, NFE 0."""
-    table = table.assign(nfe=table.nfe.where(~table.solver.str.startswith("dopri5"), 0))
+    """Mean, std and count over seeds per (data set, metric, solver, NFE, level)."""
     keys = ["dataset", "metric", "solver", "nfe", "level", "chi2", "steps_run", "reached"]
-    return table.groupby(keys)["value"].agg(["mean", "std", "count"]).reset_index()
+    return _one_dopri5_column(table).groupby(keys)["value"].agg(["mean", "std", "count"]).reset_index()
 
 
 def _column(solver: str, nfe: int) -> str:
     return solver if nfe == 0 else f"{solver} {nfe}"
 
 
-def saturation(stats: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, metric, solver, NFE): the best level and the largest reached chi^2 whose mean is within
-    the noise of the best mean (``|mean - best| <= std_best + std``, stds over seeds; one seed: within 2%).
+def saturation(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, metric, solver, NFE) of the per-seed ``table`` (:func:`collect`): the best level (best mean
+    over seeds) and the largest reached chi^2 whose quality cannot be told apart from the best one's.
+
+    Every level is trained with the same seeds, so a level is compared with the best one seed by seed: with
+    ``d_s = value(level, s) - value(best, s)`` (signed so that d > 0 is worse) over the k seeds both have, the
+    level is within noise when ``mean(d) <= 2 sd(d) / sqrt(k)`` (a one-sided paired test at roughly the 95%
+    level); with one seed, when it is within 2% of the best.
 
     Columns ``dataset, metric, solver, nfe, best_chi2, best, saturates_at``."""
     rows = []
-    for (dataset, metric, solver, nfe), cell in stats.groupby(["dataset", "metric", "solver", "nfe"]):
-        means = cell["mean"].to_numpy()
-        best_i = int(np.argmax(means) if higher_is_better(metric) else np.argmin(means))
-        stds = cell["std"].fillna(0.0).to_numpy()
-        tolerance = stds[best_i] + stds if (cell["count"] > 1).all() else 0.02 * np.abs(means[best_i])
-        close = np.abs(means - means[best_i]) <= tolerance
+    for (dataset, metric, solver, nfe), cell in _one_dopri5_column(table).groupby(["dataset", "metric", "solver",
+                                                                                    "nfe"]):
+        wide = cell.pivot_table(index="seed", columns="level", values="value")
+        chi2 = cell.groupby("level").chi2.first()
+        sign = -1.0 if higher_is_better(metric) else 1.0
+        means = wide.mean()
+        best = (sign * means).idxmin()
+        within = []
+        for level in wide.columns:
+            d = (sign * (wide[level] - wide[best])).dropna()
+            bound = 2.0 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.02 * abs(means[best])
+            if d.mean() <= bound:
+                within.append(chi2[level])
         rows.append({"dataset": dataset, "metric": metric, "solver": solver, "nfe": int(nfe),
-                     "best_chi2": float(cell.chi2.iloc[best_i]), "best": float(means[best_i]),
-                     "saturates_at": float(cell.chi2[close].max())})
+                     "best_chi2": float(chi2[best]), "best": float(means[best]), "saturates_at": float(max(within))})
     return pd.DataFrame(rows)
 
 
@@ -175,13 +189,13 @@ def _figure(stats: pd.DataFrame, grid: pd.DataFrame | None, epsilon: str, stem: 
         return save_figure(fig, stem)
 
 
-def _section(stats: pd.DataFrame, grid: pd.DataFrame | None, epsilon: str, figure_link: str) -> str:
+def _section(table: pd.DataFrame, grid: pd.DataFrame | None, epsilon: str, figure_link: str) -> str:
     lines = ["### Sample quality vs chi^2 of the potential", "",
              f"SD-FM (epsilon {epsilon}) trained on potentials whose fit stopped once the upper confidence bound of "
              "chi^2 reached each level; chi^2 is then measured again on fresh noise (the column chi^2). "
              "Mean ± std over seeds; the best level of each column in bold.", "",
              f"![sample quality vs chi^2]({figure_link})", ""]
-    plateau = saturation(stats)
+    stats, plateau = _stats(table), saturation(table)
     for (dataset, metric), cell in stats.groupby(["dataset", "metric"]):
         columns = sorted({(s, int(n)) for s, n in zip(cell.solver, cell.nfe)}, key=lambda c: (c[0] != "euler", c))
         levels = cell.drop_duplicates("level").sort_values("level", ascending=False)
@@ -208,7 +222,8 @@ def _section(stats: pd.DataFrame, grid: pd.DataFrame | None, epsilon: str, figur
             lines.append(f"| {name} | | | " + " | ".join(
                 f"{references[c][name]:.4g}" if name in references[c] else "–" for c in columns) + " |")
         found = plateau[(plateau.dataset == dataset) & (plateau.metric == metric)]
-        lines += ["", "Quality within the seeds' noise of the best level from chi^2 = "
+        lines += ["", "Quality indistinguishable from the best level's (paired over seeds: mean difference at most "
+                  "2 standard errors) from chi^2 = "
                   + ", ".join(f"{r.saturates_at:.3g} ({_column(r.solver, r.nfe)})" for r in found.itertuples())
                   + " down (the largest such chi^2 per column; the paper's finding: from about 0.05).", ""]
         if any(not r for r in levels.reached):
@@ -230,10 +245,9 @@ def chi2_quality_study(dataset_runs: dict[str, tuple[dict, dict]], figure: str |
     for dataset, rows in table.groupby("dataset"):
         atomic_write_text(Path(tables_dir) / f"{dataset}.csv", rows.to_csv(index=False))
     grid = read_metrics(grid_metrics) if grid_metrics else None
-    stats = _stats(table)
-    _figure(stats, grid, epsilon_label(epsilon), Path(figure).with_suffix(""))
+    _figure(_stats(table), grid, epsilon_label(epsilon), Path(figure).with_suffix(""))
     link = Path(figure).resolve().relative_to(Path(reports_dir).resolve()).as_posix()
-    atomic_write_text(section, _section(stats, grid, epsilon_label(epsilon), link) + "\n")
+    atomic_write_text(section, _section(table, grid, epsilon_label(epsilon), link) + "\n")
     return table
 
 

@@ -26,7 +26,7 @@ NETWORK_SIMPLEX_MIN_N = 512
 EPSILON_REFERENCES = ("inner_product", "sq_euclidean")
 
 __all__ = ["EPSILON_REFERENCES", "batch_ot_pairing", "check_epsilon_reference", "epsilon_from_std",
-           "inner_product_cost", "reference_cost_std", "relative_epsilon", "sinkhorn_plan"]
+           "inner_product_cost", "reference_cost", "reference_cost_std", "relative_epsilon", "sinkhorn_plan"]
 
 
 def inner_product_cost(x0: Tensor, x1: Tensor) -> Tensor:
@@ -40,13 +40,18 @@ def check_epsilon_reference(reference: str) -> None:
         raise ValueError(f"epsilon_reference must be one of {EPSILON_REFERENCES}, got {reference!r}")
 
 
-def reference_cost_std(x0: Tensor, x1: Tensor, reference: str = "inner_product") -> float:
-    """The sample std over the n x m entries of the reference cost: ``-<x0_i, x1_j>`` or ``|x0_i - x1_j|^2``."""
-    check_epsilon_reference(reference)
+def reference_cost(x0: Tensor, x1: Tensor, reference: str = "inner_product") -> Tensor:
+    """The (n, m) reference cost of a relative epsilon: ``-<x0_i, x1_j>`` or ``|x0_i - x1_j|^2`` (clamped at 0)."""
     cost = inner_product_cost(x0, x1)
     if reference == "sq_euclidean":
         cost = (x0.square().sum(dim=1, keepdim=True) + x1.square().sum(dim=1)[None, :] + 2 * cost).clamp_min(0)
-    return float(cost.std())
+    return cost
+
+
+def reference_cost_std(x0: Tensor, x1: Tensor, reference: str = "inner_product") -> float:
+    """The sample std over the n x m entries of the reference cost: ``-<x0_i, x1_j>`` or ``|x0_i - x1_j|^2``."""
+    check_epsilon_reference(reference)
+    return float(reference_cost(x0, x1, reference).std())
 
 
 def relative_epsilon(epsilon_rel: float, x0: Tensor, x1: Tensor, reference: str = "inner_product") -> float:

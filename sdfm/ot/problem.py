@@ -48,7 +48,8 @@ from sdfm.ot.pca import PCABasis, ProjectedPotential, fit_pca, pairing_quality, 
 from sdfm.ot.potential import data_fingerprint
 
 __all__ = [
-    "PCAProblem", "PotentialProblem", "REFERENCE_BATCH", "Source", "absolute_epsilon", "augment_with_condition", "augment_with_labels",
+    "PCAProblem", "PotentialProblem", "REFERENCE_BATCH", "Source", "absolute_epsilon", "augment_with_condition",
+    "augment_with_labels",
     "chi2_sample_count", "class_conditional_problem", "condition_source", "conditioned_problem", "label_source",
     "pca_problem", "pca_report", "plain_problem", "with_pca",
 ]

@@ -64,7 +64,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sdfm.ot.batch import batch_ot_pairing, check_epsilon_reference, epsilon_from_std, relative_epsilon
+from sdfm.ot.batch import (batch_ot_pairing, check_epsilon_reference, epsilon_from_std, reference_cost,
+                           relative_epsilon)
 from sdfm.ot.kernel_blocks import DEFAULT_BLOCK_ELEMS, block_elems_for, row_blocks
 from sdfm.ot.reducer import Reducer
 from sdfm.ot.shards import rank_generator
@@ -222,14 +223,6 @@ def sample_plan_columns(x_rows: Tensor, y: Tensor, g: Tensor, epsilon: float, *,
     return combine.argmax_of(best, index)[1]
 
 
-def _reference_cost_block(x: Tensor, y: Tensor, reference: str) -> Tensor:
-    """The reference cost of a block: ``-<x_i, y_j>`` or ``|x_i - y_j|^2`` (clamped at 0, as in batch.py)."""
-    cost = -(x @ y.T)
-    if reference == "sq_euclidean":
-        cost = (x.square().sum(dim=1, keepdim=True) + y.square().sum(dim=1)[None, :] + 2 * cost).clamp_min(0)
-    return cost
-
-
 def streamed_cost_std(x: Tensor, y: Tensor, reference: str = "inner_product",
                       block_elems: int = DEFAULT_BLOCK_ELEMS) -> float:
     """:func:`sdfm.ot.batch.reference_cost_std` (sample std over the n x m entries) in row blocks."""
@@ -240,7 +233,7 @@ def streamed_cost_std(x: Tensor, y: Tensor, reference: str = "inner_product",
         mean = float(x.square().sum(dim=1).mean() + y.square().sum(dim=1).mean()) + 2 * mean
     squares = 0.0
     for rows in _block_rows(n, m, block_elems, x):
-        squares += float((_reference_cost_block(x[rows], y, reference) - mean).square().sum())
+        squares += float((reference_cost(x[rows], y, reference) - mean).square().sum())
     return math.sqrt(squares / max(n * m - 1, 1))
 
 

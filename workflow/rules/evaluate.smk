@@ -12,6 +12,11 @@ def evaluate_inputs(wc):
     return inputs
 
 
+def input_flag(option, name):
+    """A params function: ``option <input.name>`` (shell-quoted) when the job has that input, else nothing."""
+    return lambda wc, input: f"{option} {shlex.quote(input[name])}" if name in input.keys() else ""
+
+
 rule evaluate:
     input:
         unpack(evaluate_inputs),
@@ -19,10 +24,8 @@ rule evaluate:
         f"{RUN_DIR}/metrics.csv",
     params:
         settings=lambda wc: settings(wc.dataset, "evaluate"),
-        feature_net=lambda wc, input: (f"--feature-net {shlex.quote(input.feature_net)}"
-                                       if "feature_net" in input.keys() else ""),
-        fid_reference=lambda wc, input: (f"--fid-reference {shlex.quote(input.fid_reference)}"
-                                         if "fid_reference" in input.keys() else ""),
+        feature_net=input_flag("--feature-net", "feature_net"),
+        fid_reference=input_flag("--fid-reference", "fid_reference"),
         batch_size=lambda wc: dataset_settings(config, wc.dataset)["train"]["batch_size"],
     log:
         f"{R}/logs/evaluate/{{dataset}}/{{method}}-eps{{epsilon}}-seed{{seed}}.log",

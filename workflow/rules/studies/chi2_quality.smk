@@ -83,7 +83,7 @@ if "chi2_quality" in config.get("studies", {}):
     def chi2_evaluate_inputs(wc):
         """The run's model, and what the grid's evaluate jobs of the data set read (data, FeatureNet, FID)."""
         inputs = evaluate_inputs(SimpleNamespace(dataset=wc.chi2set, method="sdfm", epsilon=CHI2_EPSILON, seed=wc.seed))
-        inputs["model"] = f"{CHI2_DIR}/{wc.chi2set}/chi2-{wc.level}/seed{wc.seed}/model.pt"
+        inputs["model"] = CHI2_RUN.format(chi2set=wc.chi2set, level=wc.level) + f"/seed{wc.seed}/model.pt"
         return inputs
 
     rule chi2_quality_evaluate:
@@ -93,10 +93,8 @@ if "chi2_quality" in config.get("studies", {}):
             f"{CHI2_RUN}/seed{{seed}}/metrics.csv",
         params:
             settings=lambda wc: settings(wc.chi2set, "evaluate"),
-            feature_net=lambda wc, input: (f"--feature-net {shlex.quote(input.feature_net)}"
-                                           if "feature_net" in input.keys() else ""),
-            fid_reference=lambda wc, input: (f"--fid-reference {shlex.quote(input.fid_reference)}"
-                                             if "fid_reference" in input.keys() else ""),
+            feature_net=input_flag("--feature-net", "feature_net"),
+            fid_reference=input_flag("--fid-reference", "fid_reference"),
             batch_size=lambda wc: dataset_settings(config, wc.chi2set)["train"]["batch_size"],
             label=lambda wc: run_label(wc.chi2set, wc.level),
         log:
@@ -116,20 +114,24 @@ if "chi2_quality" in config.get("studies", {}):
 
     def chi2_runs():
         """``{dataset: {level: {"summary", "metrics": [one per seed]}}}``, as `sdfm chi2-quality-study --runs` reads it."""
-        return {dataset: {label: {"summary": f"{CHI2_DIR}/{dataset}/chi2-{label}/potential.json",
-                                  "metrics": [f"{CHI2_DIR}/{dataset}/chi2-{label}/seed{seed}/metrics.csv"
-                                              for seed in config["seeds"]]}
-                          for label in CHI2_LEVELS}
-                for dataset in CHI2_STUDY["datasets"]}
+        runs = {}
+        for dataset in CHI2_STUDY["datasets"]:
+            for label in CHI2_LEVELS:
+                run = CHI2_RUN.format(chi2set=dataset, level=label)
+                runs.setdefault(dataset, {})[label] = {
+                    "summary": f"{run}/potential.json",
+                    "metrics": [f"{run}/seed{seed}/metrics.csv" for seed in config["seeds"]]}
+        return runs
 
     # the grid's metrics.csv gives the FM and SD-FM reference lines when the grid trains the study's data sets
     CHI2_GRID = any(job["dataset"] in CHI2_STUDY["datasets"] for job in JOBS)
 
+    CHI2_RUNS = chi2_runs()
+
     rule chi2_quality_study:
         input:
-            summaries=[f"{CHI2_DIR}/{d}/chi2-{label}/potential.json" for d in CHI2_STUDY["datasets"] for label in CHI2_LEVELS],
-            metrics=[f"{CHI2_DIR}/{d}/chi2-{label}/seed{seed}/metrics.csv" for d in CHI2_STUDY["datasets"]
-                     for label in CHI2_LEVELS for seed in config["seeds"]],
+            summaries=[run["summary"] for levels in CHI2_RUNS.values() for run in levels.values()],
+            metrics=[path for levels in CHI2_RUNS.values() for run in levels.values() for path in run["metrics"]],
             grid=[f"{R}/metrics.csv"] if CHI2_GRID else [],
         output:
             figure=report(f"{REPORTS}/figures/study_chi2_quality.png", caption="../../report/study_chi2_quality.rst",
@@ -138,7 +140,7 @@ if "chi2_quality" in config.get("studies", {}):
             tables=[f"{CHI2_DIR}/{d}.csv" for d in CHI2_STUDY["datasets"]],
             section=f"{CHI2_DIR}/section.md",
         params:
-            runs=json.dumps(chi2_runs()),
+            runs=json.dumps(CHI2_RUNS),
             grid=lambda wc, input: f"--metrics {shlex.quote(input.grid[0])}" if input.grid else "",
         log:
             f"{R}/logs/studies/chi2_quality/report.log",

@@ -171,6 +171,7 @@ class BatchOTCoupling(_Sampler):
 
     name = "otfm"
     blocked_min_n = None  # the dense batch solve at every n
+    shard_over_ranks = False  # each rank pairs its own rows
 
     def __init__(self, data, labels=None, *, epsilon_rel: float = 0.0, beta: float | None = None, num_classes=None,
                  conditions=None, epsilon_reference: str = "inner_product"):
@@ -203,7 +204,8 @@ class BatchOTCoupling(_Sampler):
             q1 = self._augment(x1, self._labels_of(index) if self.conditional else None,
                                self._conditions_of(index) if self.continuous else None)
         pairing, self.last_epsilon = relative_ot_pairing(q0, q1, self.epsilon_rel, self.epsilon_reference, generator,
-                                                         blocked_min_n=self.blocked_min_n)
+                                                         blocked_min_n=self.blocked_min_n,
+                                                         shard_over_ranks=self.shard_over_ranks)
         pairing = pairing.to(index.device)
         _sync(x0.device)
         seconds = time.perf_counter() - start
@@ -228,16 +230,17 @@ class PlanOTCoupling(BatchOTCoupling):
 
     Randomness and resumption: each plan draws one seed from the training generator and takes
     all its random numbers (noise, data order, labels / conditions, Sinkhorn row draws) from a
-    private generator with that seed, on the training generator's device. :meth:`state_dict`
-    (the seed, the position in the plan) is therefore all a checkpoint needs: :meth:`load_state_dict`
-    re-solves the same plan (deterministic on the same device) and continues at the same pair.
+    private generator with that seed, on the training generator's device. A checkpoint needs only
+    :meth:`state_dict` (the seed, the position): resuming re-solves the plan and goes on there.
 
     Data parallelism (``rows=``): every rank draws the same seed (the ranks' generators advance
-    alike), solves the same n x n plan and keeps its rows of each global batch, so K ranks train
-    on exactly the pairs of one process, at eps > 0 too; the solve is repeated on each rank.
+    alike) and keeps its rows of each global batch of the same plan: below ``blocked_min_n`` pairs
+    or at eps = 0 each rank repeats the solve (the pairs of one process); above, the ranks share it
+    (:func:`sdfm.ot.sinkhorn_blocks.sharded_ot_pairing`: the same plan, other Gumbel noise).
     """
 
     blocked_min_n = BLOCKED_SINKHORN_MIN_N  # eps > 0 plans from this n: no n x n matrix (relative_ot_pairing)
+    shard_over_ranks = True  # every rank solves the same plan: share it out (relative_ot_pairing)
 
     def __init__(self, data, labels=None, *, ot_batch_size: int, epsilon_rel: float = 0.0, beta=None,
                  num_classes=None, conditions=None, epsilon_reference: str = "inner_product"):

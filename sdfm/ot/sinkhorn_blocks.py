@@ -54,6 +54,14 @@ Relative epsilon. :func:`sdfm.ot.batch.relative_epsilon` takes the std of the n 
 from the matrix; :func:`streamed_cost_std` gets the same number in row blocks: the mean in closed
 form (``mean_ij <x_i, y_j> = <mean x, mean y>``, and ``mean |x_i - y_j|^2 = mean |x|^2 + mean |y|^2
 - 2 <mean x, mean y>``), then the sum of squared deviations block by block, over ``n m - 1``.
+Sharded, each rank sums the squared deviations of its own columns and the ranks add them.
+
+Pairing on ranks (:func:`sharded_ot_pairing`). When K data-parallel ranks need the same plan (the
+OT-FM plans of :class:`sdfm.fm.couplings.PlanOTCoupling`, every rank holding the same n noise and
+n data points), each rank keeps the contiguous column shard ``shard_bounds(n, K, r)`` of the data
+side and runs the sharded solve and draws above: 1/K of the scores per rank, plus one all_gather
+of n row logsumexps per iteration. Every rank returns the same pairing, drawn from the plan of
+one process (up to round-off) with other Gumbel noise: the same law, not the same pairs.
 """
 
 from __future__ import annotations
@@ -62,16 +70,18 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from sdfm.ot.batch import (batch_ot_pairing, check_epsilon_reference, epsilon_from_std, reference_cost,
                            relative_epsilon)
 from sdfm.ot.kernel_blocks import DEFAULT_BLOCK_ELEMS, block_elems_for, row_blocks
 from sdfm.ot.reducer import Reducer
-from sdfm.ot.shards import rank_generator
+from sdfm.ot.shards import ShardedReducer, rank_generator, shard_bounds
 
 __all__ = ["BLOCKED_SINKHORN_MIN_N", "BlockedSinkhorn", "blocked_ot_pairing", "blocked_sinkhorn", "plan_log_entries",
-           "relative_ot_pairing", "sample_plan_columns", "streamed_cost_std", "streamed_relative_epsilon"]
+           "relative_ot_pairing", "sample_plan_columns", "sharded_ot_pairing", "streamed_cost_std",
+           "streamed_relative_epsilon"]
 
 #: Smallest batch :func:`relative_ot_pairing` solves at eps > 0 without the n x n matrix when asked to
 #: (``blocked_min_n=BLOCKED_SINKHORN_MIN_N``): the dense float64 solve holds a few n x n matrices, 2 GiB
@@ -224,17 +234,26 @@ def sample_plan_columns(x_rows: Tensor, y: Tensor, g: Tensor, epsilon: float, *,
 
 
 def streamed_cost_std(x: Tensor, y: Tensor, reference: str = "inner_product",
-                      block_elems: int = DEFAULT_BLOCK_ELEMS) -> float:
-    """:func:`sdfm.ot.batch.reference_cost_std` (sample std over the n x m entries) in row blocks."""
+                      block_elems: int = DEFAULT_BLOCK_ELEMS, *, columns: slice | None = None,
+                      reducer: Reducer | None = None) -> float:
+    """:func:`sdfm.ot.batch.reference_cost_std` (sample std over the n x m entries) in row blocks.
+
+    Sharded (a collective): every rank passes all of x and y, its own ``columns`` of y and a
+    :class:`sdfm.ot.shards.ShardedReducer`; the mean is the closed form over all of y, the squared
+    deviations are summed over this rank's columns, and the ranks' sums are added.
+    """
     check_epsilon_reference(reference)
     n, m = x.shape[0], y.shape[0]
     mean = -float(x.mean(dim=0) @ y.mean(dim=0))
     if reference == "sq_euclidean":
         mean = float(x.square().sum(dim=1).mean() + y.square().sum(dim=1).mean()) + 2 * mean
-    squares = 0.0
-    for rows in _block_rows(n, m, block_elems, x):
-        squares += float((reference_cost(x[rows], y, reference) - mean).square().sum())
-    return math.sqrt(squares / max(n * m - 1, 1))
+    local = y[columns] if columns is not None else y
+    squares = x.new_zeros((), dtype=torch.float64)
+    for rows in _block_rows(n, local.shape[0], block_elems, x):
+        squares += (reference_cost(x[rows], local, reference) - mean).square().sum().double()
+    if reducer is not None:
+        squares = reducer.total(squares)
+    return math.sqrt(float(squares) / max(n * m - 1, 1))
 
 
 def streamed_relative_epsilon(epsilon_rel: float, x: Tensor, y: Tensor, reference: str = "inner_product",
@@ -255,20 +274,52 @@ def blocked_ot_pairing(x0: Tensor, x1: Tensor, epsilon: float, generator: torch.
     return sample_plan_columns(x0, x1, solution.g, epsilon, generator=generator, block_elems=block_elems)
 
 
+def sharded_ot_pairing(x0: Tensor, x1: Tensor, epsilon_rel: float, reference: str = "inner_product",
+                       generator: torch.Generator | None = None, *, group=None, tol: float = 1e-3,
+                       max_iter: int = 10_000, block_elems: int = DEFAULT_BLOCK_ELEMS) -> tuple[Tensor, float]:
+    """``(pairing, absolute epsilon)`` of :func:`blocked_ot_pairing` with x1 split over the ranks of ``group``.
+
+    A collective: every rank passes the same x0 (n, d), x1 (m, d) and a generator in the same
+    state, keeps the columns ``shard_bounds(m, K, rank)`` of x1, and gets the same pairing back
+    (global indices into x1). The epsilon is :func:`streamed_relative_epsilon`'s, the plan the
+    sharded :func:`blocked_sinkhorn`, the draws the cross-shard Gumbel-max of
+    :func:`sample_plan_columns` (see the module: the law of one process's draws, other noise).
+    """
+    x0, x1 = x0.double(), x1.double()
+    start, stop = shard_bounds(x1.shape[0], dist.get_world_size(group), dist.get_rank(group))
+    y = x1[start:stop]
+    reducer = ShardedReducer(y.shape[0], y.device, group)
+    std = streamed_cost_std(x0, x1, reference, block_elems, columns=slice(start, stop), reducer=reducer)
+    epsilon = epsilon_from_std(epsilon_rel, std, reference)
+    solution = blocked_sinkhorn(x0, y, epsilon, tol=tol, max_iter=max_iter, block_elems=block_elems, reducer=reducer)
+    pairing = sample_plan_columns(x0, y, solution.g, epsilon, generator=generator, block_elems=block_elems,
+                                  reducer=reducer)
+    return pairing, epsilon
+
+
+def _ranks() -> int:
+    """The number of torch.distributed ranks (1 without a process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def relative_ot_pairing(x0: Tensor, x1: Tensor, epsilon_rel: float, reference: str = "inner_product",
-                        generator: torch.Generator | None = None, *,
-                        blocked_min_n: int | None = None) -> tuple[Tensor, float]:
+                        generator: torch.Generator | None = None, *, blocked_min_n: int | None = None,
+                        shard_over_ranks: bool = False) -> tuple[Tensor, float]:
     """``(pairing, absolute epsilon)``: batch OT pairs at the relative epsilon ``epsilon_rel``.
 
     eps = 0, or fewer than ``blocked_min_n`` pairs (None: always): the dense route,
     :func:`sdfm.ot.batch.relative_epsilon` and :func:`sdfm.ot.batch.batch_ot_pairing`. Otherwise
-    the same epsilon from :func:`streamed_cost_std` and the pairs from :func:`blocked_ot_pairing`.
+    the same epsilon from :func:`streamed_cost_std` and the pairs from :func:`blocked_ot_pairing`;
+    with ``shard_over_ranks`` and more than one torch.distributed rank, from :func:`sharded_ot_pairing`
+    (then a collective: every rank must pass the same x0, x1 and generator state).
     """
     if epsilon_rel == 0:
         return batch_ot_pairing(x0, x1, 0.0, generator), 0.0
     if blocked_min_n is None or x0.shape[0] < blocked_min_n:
         epsilon = relative_epsilon(epsilon_rel, x0, x1, reference)
         return batch_ot_pairing(x0, x1, epsilon, generator), epsilon
+    if shard_over_ranks and _ranks() > 1:
+        return sharded_ot_pairing(x0, x1, epsilon_rel, reference, generator)
     x0, x1 = x0.double(), x1.double()
     epsilon = streamed_relative_epsilon(epsilon_rel, x0, x1, reference)
     return blocked_ot_pairing(x0, x1, epsilon, generator), epsilon

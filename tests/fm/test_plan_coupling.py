@@ -6,9 +6,11 @@ import numpy as np
 import ot
 import pytest
 import torch
+from gloo_spawn import run_ranks
 from scipy.optimize import linear_sum_assignment
 
-from sdfm.fm.couplings import BatchOTCoupling, PlanOTCoupling, make_coupling
+from sdfm.fm.couplings import BatchOTCoupling, PairBatch, PlanOTCoupling, make_coupling
+from sdfm.fm.data_parallel import batch_rows
 from sdfm.fm.train import TrainConfig, train
 from sdfm.models import MLPVelocity
 
@@ -210,3 +212,37 @@ def test_large_entropic_plans_take_the_blocked_solve_and_follow_the_dense_plan()
     resumed = blocked()
     resumed.load_state_dict(state)
     assert torch.equal(resumed.sample(64, torch.Generator()).index, batches[2].index)
+
+
+# --- two gloo ranks sharing a blocked plan ---
+
+def _sharded_plan_rank(rank: int, world: int, out: str) -> dict:
+    """Each rank trains on its rows of 16 plans of 256 pairs (blocked from 256, so the ranks share every solve)."""
+    coupling = PlanOTCoupling(_data(300, 3), ot_batch_size=256, epsilon_rel=0.2)
+    coupling.blocked_min_n = 256
+    gen = torch.Generator().manual_seed(6)
+    rows = batch_rows(256, rank, world)
+    batches = [coupling.sample(256, gen, rows=rows) for _ in range(16)]
+    return {"plan_index": coupling._plan.index, "batches": batches, "epsilon": coupling.last_epsilon}
+
+
+def test_two_ranks_share_the_blocked_solve_and_train_on_one_plan(tmp_path):
+    """With 2 gloo ranks a blocked eps > 0 plan is solved sharded: both ranks hold the same plan (its pairs
+    differ from one process's draw, which shows the sharded route ran), their rows are one process's
+    noise and data, the epsilon is one process's, and the pairs are as close as one process's (16 plans)."""
+    ranks = run_ranks(_sharded_plan_rank, 2, tmp_path)
+    assert torch.equal(ranks[0]["plan_index"], ranks[1]["plan_index"])
+    one = PlanOTCoupling(_data(300, 3), ot_batch_size=256, epsilon_rel=0.2)
+    one.blocked_min_n = 256
+    single = _plan_batches(one, 256, 16, seed=6)
+    joined = [PairBatch(torch.cat([a.x0, b.x0]), torch.cat([a.x1, b.x1]), None, torch.cat([a.index, b.index]))
+              for a, b in zip(ranks[0]["batches"], ranks[1]["batches"])]
+    assert all(torch.equal(a.x0, b.x0) for a, b in zip(joined, single))  # the same noise, in the same rows
+    assert torch.equal(joined[-1].index, ranks[0]["plan_index"])
+    assert not all(torch.equal(a.index, b.index) for a, b in zip(joined, single))  # another draw: sharded
+    assert ranks[0]["epsilon"] == pytest.approx(one.last_epsilon, rel=1e-12)
+
+    def mean_sq(bs):
+        return float(torch.cat([(b.x0 - b.x1).square().sum(1) for b in bs]).mean())
+
+    assert mean_sq(joined) == pytest.approx(mean_sq(single), rel=0.03)

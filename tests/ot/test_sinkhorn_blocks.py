@@ -22,7 +22,8 @@ from scipy.stats import chi2 as chi2_distribution
 from sdfm.ot.batch import batch_ot_pairing, inner_product_cost, reference_cost_std, relative_epsilon
 from sdfm.ot.distributed import ShardedReducer
 from sdfm.ot.sinkhorn_blocks import (BLOCKED_SINKHORN_MIN_N, blocked_sinkhorn, plan_log_entries, relative_ot_pairing,
-                                     sample_plan_columns, streamed_cost_std, streamed_relative_epsilon)
+                                     sample_plan_columns, sharded_ot_pairing, streamed_cost_std,
+                                     streamed_relative_epsilon)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -146,8 +147,24 @@ def _sharded_rank(rank: int, world: int, out: str) -> dict:
     rows = DRAW_ROWS.repeat_interleave(DRAW_REPEATS)
     draws = sample_plan_columns(dx[rows], dy[lo:hi], draw_solution.g, DRAW_EPS,
                                 generator=torch.Generator().manual_seed(3), reducer=draw_reducer)
+    pair_x, pair_y = _pairing_problem()
+    pairing, epsilon = sharded_ot_pairing(pair_x, pair_y, PAIRING_EPS_REL, generator=torch.Generator().manual_seed(4),
+                                          tol=1e-12, max_iter=100_000)
+    routed, routed_epsilon = relative_ot_pairing(pair_x, pair_y, PAIRING_EPS_REL, generator=torch.Generator().manual_seed(4),
+                                                 blocked_min_n=1, shard_over_ranks=True)
     return {"f": solution.f, "g": solution.g, "iterations": solution.iterations,
-            "error": solution.marginal_error, "draws": draws}
+            "error": solution.marginal_error, "draws": draws, "pairing": pairing, "epsilon": epsilon,
+            "routed": routed, "routed_epsilon": routed_epsilon}
+
+
+PAIRING_EPS_REL = 0.3
+PAIRING_REPEATS = 1000  # copies of each of 4 distinct noise rows: 1000 draws from each row's conditional
+
+
+def _pairing_problem() -> tuple[torch.Tensor, torch.Tensor]:
+    """(4000, 3) noise of 4 distinct rows repeated, (9, 3) data: identical rows share one plan conditional."""
+    x, y = _problem(4, 9, 3, 7)
+    return x.repeat_interleave(PAIRING_REPEATS, dim=0), y
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +190,28 @@ def test_sharded_draws_agree_across_ranks_and_follow_the_plan(sharded):
     draws = sharded[0]["draws"]
     assert _frequency_p_value(draws, _conditionals(x, y, solution)) > 1e-3
     assert (draws < 4).any() and (draws >= 4).any()  # both shards win draws
+
+
+def test_sharded_pairing_agrees_across_ranks_and_draws_from_the_one_process_plan(sharded):
+    """``sharded_ot_pairing`` (9 data columns split 5 + 4): the one-process epsilon, the same pairs on both
+    ranks, and per distinct noise row counts that fit the one-process plan's conditional (Pearson, 4 x 8 df)."""
+    x, y = _pairing_problem()
+    epsilon = streamed_relative_epsilon(PAIRING_EPS_REL, x, y)
+    for rank in sharded:
+        assert rank["epsilon"] == pytest.approx(epsilon, rel=1e-12)
+        assert rank["routed_epsilon"] == pytest.approx(epsilon, rel=1e-12)
+    assert torch.equal(sharded[0]["pairing"], sharded[1]["pairing"])
+    assert torch.equal(sharded[0]["routed"], sharded[1]["routed"])  # relative_ot_pairing took the sharded route
+    one = blocked_sinkhorn(x, y, epsilon, **TIGHT)
+    probs = torch.softmax((x[::PAIRING_REPEATS] @ y.T + one.g) / epsilon, dim=1)
+    counts = torch.stack([torch.bincount(row, minlength=9) for row in sharded[0]["pairing"].view(4, -1)])
+    pearson = float(((counts - PAIRING_REPEATS * probs) ** 2 / (PAIRING_REPEATS * probs)).sum())
+    assert chi2_distribution.sf(pearson, df=4 * 8) > 1e-3
+    assert (sharded[0]["pairing"] < 5).any() and (sharded[0]["pairing"] >= 5).any()  # both shards win pairs
+    # the check has power: the uniform pairing fails it
+    uniform = torch.full((4, 9), PAIRING_REPEATS / 9)
+    assert chi2_distribution.sf(float(((uniform - PAIRING_REPEATS * probs) ** 2 / (PAIRING_REPEATS * probs)).sum()),
+                                df=4 * 8) < 1e-6
 
 
 # --- the relative epsilon without the matrix, and the routing of relative_ot_pairing ---

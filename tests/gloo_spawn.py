@@ -1,7 +1,8 @@
 """Run a function on ``world`` gloo ranks of this machine and collect what each rank returns.
 
-The sharded tests of this folder share it: ``run_ranks(main, world, out, *args)`` spawns ``world``
-processes, joins them into one gloo process group (on a free local port), calls
+The sharded tests of every folder share it (pyproject's ``pythonpath`` puts tests/ on the path):
+``run_ranks(main, world, out, *args)`` spawns ``world`` processes, joins them into one gloo
+process group (on a free local port), calls
 ``main(rank, world, out, *args)`` on each and returns the ranks' return values, in rank order
 (each saved by its rank to ``out/rank{r}.pt`` and loaded here). ``main`` must be a module-level
 function (the spawned processes import it by name).

@@ -159,6 +159,11 @@ def rank_counts(device_type: str) -> list[int]:
 def spawned_seconds(worker: Callable, world: int, *args) -> float:
     """Run ``worker(rank, world, port, *args, out)`` on ``world`` spawned ranks (a free local port for the
     process group) and return the seconds rank 0 wrote to ``out``."""
+    return float(spawned_text(worker, world, *args))
+
+
+def spawned_text(worker: Callable, world: int, *args) -> str:
+    """As :func:`spawned_seconds`, the text rank 0 wrote to ``out`` (e.g. several numbers)."""
     import socket
     import tempfile
 
@@ -170,7 +175,7 @@ def spawned_seconds(worker: Callable, world: int, *args) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "seconds")
         mp.spawn(worker, args=(world, port, *args, out), nprocs=world, join=True)
-        return float(Path(out).read_text())
+        return Path(out).read_text()
 
 
 @contextmanager

@@ -149,5 +149,24 @@ def test_otfm_large_batch_benchmark_rows_skips_and_plot(tmp_path):
     assert ot.loc[32, "pair_sqdist"] < ot.loc[32, "indep_sqdist"]  # OT pairs are closer than independent ones
     assert math.isnan(ot.loc[64, "seconds_per_pair"]) and "predicted" in ot.loc[64, "note"]  # over the budget
     assert bench._skip(None, 20_000, 3.0, 1e9, 4e9).startswith("n x n float64")
+    assert bench._skip(None, 20_000, 2.0, 1e9, 4e9, blocked=True) == ""  # no n x n matrix to hold
     bench.plot(frame, tmp_path / "o.png")
     assert (tmp_path / "o.png").stat().st_size > 10_000
+
+
+@pytest.mark.timeout(300)
+def test_otfm_large_batch_benchmark_times_the_blocked_and_sharded_solves(tmp_path):
+    import bench_otfm_large_batch as bench
+
+    rows = bench.run([64], [32, 64], epsilons=(0.0, 0.1), repeats=1, blocked_from=64, ranks=2, log=lambda *_: None)
+    frame = bench.write_csv(rows, tmp_path / "o.csv", bench.COLUMNS)
+    ot = frame[frame.method == "otfm"]
+    sharded = ot[ot.ranks == 2]
+    assert list(sharded.n) == [64] and list(sharded.epsilon) == [0.1]  # only the blocked eps > 0 cell
+    assert "sharded over 2" in sharded.note.iloc[0] and sharded.seconds_per_plan.iloc[0] > 0
+    one = ot[(ot.ranks == 1) & (ot.n == 64) & (ot.epsilon == 0.1)].iloc[0]
+    assert one.note == "blocked" and ot[(ot.n == 32) & (ot.epsilon == 0.1)].note.iloc[0] == ""
+    # pairs drawn from the same plan as one process's: as close as its pairs, closer than independent ones
+    assert sharded.pair_sqdist.iloc[0] == pytest.approx(one.pair_sqdist, rel=0.05)
+    assert sharded.pair_sqdist.iloc[0] < 0.95 * one.indep_sqdist
+    bench.plot(frame, tmp_path / "o.png")

@@ -186,7 +186,7 @@ def plot(frame, path):
     """Seconds per training pair vs n (log-log) and the pairs' mean squared distance, one column per d."""
     plt = bench_style()
     dims = sorted(frame.d.unique())
-    fig, axes = plt.subplots(2, len(dims), figsize=(4.6 * len(dims), 6.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(dims), figsize=(max(6.4, 4.6 * len(dims)), 6.4), squeeze=False)
     for col, d in enumerate(dims):
         sub = frame[frame.d == d]
         top, bottom = axes[0][col], axes[1][col]
@@ -194,7 +194,10 @@ def plot(frame, path):
             part = part.dropna(subset=["seconds_per_pair"]).sort_values("n")
             label = ("SD-FM (MIPS, B = 256)" if method == "sdfm" else f"OT-FM plan, eps = {eps:g}"
                      + (f", {ranks} ranks (per rank)" if ranks > 1 else ""))
-            top.plot(part.n, part.seconds_per_pair * 1e6, marker="o", label=label)
+            line, = top.plot(part.n, part.seconds_per_pair * 1e6, marker="o", label=label)
+            blocked = part[part.note.fillna("").str.startswith("blocked")]
+            top.scatter(blocked.n, blocked.seconds_per_pair * 1e6, s=110, facecolors="none",
+                        edgecolors=line.get_color(), zorder=3)  # ringed: the blocked solve
             if method == "otfm":  # SD-FM's timing uses an unfitted potential: its pairs are not OT pairs
                 bottom.plot(part.n, part.pair_sqdist, marker="o", label=label)
         bottom.axhline(float(sub.indep_sqdist.mean()), color="grey", ls="--", label="independent pairs")
@@ -204,7 +207,7 @@ def plot(frame, path):
         for ax in (top, bottom):  # the n of the grid as plain ticks
             ax.set_xticks(sorted(sub.n.unique()), [f"{n:g}" for n in sorted(sub.n.unique())], rotation=45)
             ax.minorticks_off()
-        top.legend()
+        top.legend(title="ringed: blocked Sinkhorn" if sub.note.fillna("").str.startswith("blocked").any() else None)
         bottom.legend()
     fig.suptitle(f"OT-FM plan of n pairs vs SD-FM pairing, process time ({machine_note()})", fontsize=9)
     return save_figure(fig, path)

@@ -26,7 +26,7 @@ data-parallel training ranks solve it (gloo ranks of one thread, each holding n 
 columns): method ``otfm`` with ``ranks = K``, ``seconds_per_plan`` the largest rank's process time
 (the critical path of the computation; the waits of the collectives are not counted). On one CPU
 the K ranks share its cores, so this is no CPU speed-up: it shows the work each of K GPUs (or
-machines) would do, about 1/K of the one-process solve plus the draws' shared noise-free parts.
+machines) would do, about 1/K of the one-process solve.
 
     python benchmarks/bench_otfm_large_batch.py [--quick] [--n 256,...,16384] [--dims 64,784] [--budget 120]
         [--blocked-from 16384] [--ranks 2]

@@ -263,15 +263,18 @@ def streamed_relative_epsilon(epsilon_rel: float, x: Tensor, y: Tensor, referenc
 
 
 def blocked_ot_pairing(x0: Tensor, x1: Tensor, epsilon: float, generator: torch.Generator | None = None, *,
-                       tol: float = 1e-3, max_iter: int = 10_000, block_elems: int = DEFAULT_BLOCK_ELEMS) -> Tensor:
+                       tol: float = 1e-3, max_iter: int = 10_000, block_elems: int = DEFAULT_BLOCK_ELEMS,
+                       reducer: Reducer | None = None) -> Tensor:
     """:func:`sdfm.ot.batch.batch_ot_pairing` at eps > 0 without the n x n matrix: one ``j ~ P(j | i)`` per row.
 
     The plan is :func:`blocked_sinkhorn`'s (``tol`` bounds the L1 error of its column marginal),
     the draws :func:`sample_plan_columns`' (Gumbel-max), in float64 as in ``batch_ot_pairing``.
+    With a sharded ``reducer``, x1 is this rank's shard and the indices are global (a collective).
     """
     x0, x1 = x0.double(), x1.double()
-    solution = blocked_sinkhorn(x0, x1, epsilon, tol=tol, max_iter=max_iter, block_elems=block_elems)
-    return sample_plan_columns(x0, x1, solution.g, epsilon, generator=generator, block_elems=block_elems)
+    solution = blocked_sinkhorn(x0, x1, epsilon, tol=tol, max_iter=max_iter, block_elems=block_elems, reducer=reducer)
+    return sample_plan_columns(x0, x1, solution.g, epsilon, generator=generator, block_elems=block_elems,
+                               reducer=reducer)
 
 
 def sharded_ot_pairing(x0: Tensor, x1: Tensor, epsilon_rel: float, reference: str = "inner_product",
@@ -291,10 +294,8 @@ def sharded_ot_pairing(x0: Tensor, x1: Tensor, epsilon_rel: float, reference: st
     reducer = ShardedReducer(y.shape[0], y.device, group)
     std = streamed_cost_std(x0, x1, reference, block_elems, columns=slice(start, stop), reducer=reducer)
     epsilon = epsilon_from_std(epsilon_rel, std, reference)
-    solution = blocked_sinkhorn(x0, y, epsilon, tol=tol, max_iter=max_iter, block_elems=block_elems, reducer=reducer)
-    pairing = sample_plan_columns(x0, y, solution.g, epsilon, generator=generator, block_elems=block_elems,
-                                  reducer=reducer)
-    return pairing, epsilon
+    return blocked_ot_pairing(x0, y, epsilon, generator, tol=tol, max_iter=max_iter, block_elems=block_elems,
+                              reducer=reducer), epsilon
 
 
 def _ranks() -> int:
